@@ -1,0 +1,1 @@
+"""Catalogue: host_extra metrics."""

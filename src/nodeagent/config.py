@@ -1,0 +1,173 @@
+"""The agent's configuration: one YAML file, frozen dataclasses, validated at
+start (and on SIGHUP) with errors that name the file and key path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import yaml
+
+from nodeagent import registry
+from nodeagent.collectors.slurm.settings import SlurmSettings
+from nodeagent.gpu.settings import GpuSettings
+from nodeagent.settings import (
+    ConfigError,
+    check_listen,
+    check_non_negative,
+    check_positive,
+    load_dataclass,
+)
+from nodeagent.sinks.settings import CloudWatchSettings
+
+DEFAULT_CONFIG_PATH = "/etc/nodeagent/config.yaml"
+Role = Literal["compute", "head", "login"]
+GROUP_PORTS = {"host": 9100, "gpu": 9400, "slurm": 9341}
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    procfs: str = "/proc"
+    sysfs: str = "/sys"
+    rootfs: str = "/"
+    debugfs: str = "/sys/kernel/debug"
+    etc: str = "/etc"
+    dev: str = "/dev"
+    # *.prom files served on :9100 (node_exporter's textfile collector)
+    textfile_dir: str = "/var/lib/nodeagent/textfile"
+    # spool and other state
+    state_dir: str = "/var/lib/nodeagent"
+    # ParallelCluster's node facts (cfn_node_type, stack name, region)
+    cfnconfig: str = "/etc/parallelcluster/cfnconfig"
+
+
+@dataclass(frozen=True)
+class ExporterConfig:
+    # HOST:PORT; ":9100" listens on all interfaces like node_exporter
+    listen: str = field(default=":9100", metadata={"check": check_listen})
+    enabled: bool = True
+    # a burst of scrapes never collects more often than this (seconds); scrapes
+    # arriving meanwhile share the last collection
+    min_interval: float = field(default=1.0, metadata={"check": check_non_negative})
+    # exporter-toolkit web-config.yml (TLS, basic auth); none = plain HTTP
+    web_config: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportersConfig:
+    host: ExporterConfig = ExporterConfig(listen=":9100")
+    gpu: ExporterConfig = ExporterConfig(listen=":9400")
+    slurm: ExporterConfig = ExporterConfig(listen=":9341")
+
+
+@dataclass(frozen=True)
+class CollectorsConfig:
+    # collectors to run besides the role's defaults
+    enable: tuple[str, ...] = ()
+    # role defaults to leave out
+    disable: tuple[str, ...] = ()
+    # start from nothing: only `enable` runs (node_exporter's --collector.disable-defaults)
+    disable_defaults: bool = False
+    # seconds one collector may take before its run counts as failed
+    timeout: float = field(default=5.0, metadata={"check": check_positive})
+    # per-collector settings, validated against each collector's Options
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: readable console on a TTY, JSON lines otherwise (journald)
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    role: Literal["compute", "head", "login", "auto"] | None = None
+    # overrides the Hostname label and CloudWatch host dimension
+    hostname: str | None = None
+    log: LogConfig = LogConfig()
+    paths: PathsConfig = PathsConfig()
+    exporters: ExportersConfig = ExportersConfig()
+    collectors: CollectorsConfig = CollectorsConfig()
+    gpu: GpuSettings = GpuSettings()
+    slurm: SlurmSettings = SlurmSettings()
+    cloudwatch: CloudWatchSettings = CloudWatchSettings()
+    # where the config came from, for messages; not a YAML key
+    source: str = field(default="(defaults)", metadata={"internal": True})
+
+    def with_role(self, role: str) -> Config:
+        return replace(self, role=role)  # type: ignore[arg-type]
+
+
+def parse_config(text: str, source: str) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(source, "", f"not valid YAML at {where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the top level must be a mapping of keys")
+    if "source" in data:
+        raise ConfigError(source, "source", "unknown key")
+    cfg = load_dataclass(Config, data, source)
+    cfg = replace(cfg, source=source)
+    validate_collectors(cfg)
+    return cfg
+
+
+def load_config(path: str | None) -> Config:
+    """Load and validate the config file. An absent default file means role
+    defaults; an absent file the user named is an error."""
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG_PATH
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(path, "", "file not found") from None
+        cfg = Config()
+        validate_collectors(cfg)
+        return cfg
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+    return parse_config(text, os.path.abspath(path))
+
+
+def collector_options(cfg: Config, name: str) -> Any:
+    cls = registry.get(name)
+    raw = cfg.collectors.options.get(name, {})
+    return load_dataclass(cls.Options, raw or {}, cfg.source, f"collectors.options.{name}")
+
+
+def validate_collectors(cfg: Config) -> None:
+    known = registry.load_all()
+    c = cfg.collectors
+    for key, names in (("collectors.enable", c.enable), ("collectors.disable", c.disable)):
+        for i, name in enumerate(names):
+            if name not in known:
+                raise ConfigError(
+                    cfg.source, f"{key}[{i}]", f"unknown collector {name!r} (see `nodeagent collectors`)"
+                )
+    for name in c.options:
+        if name not in known:
+            raise ConfigError(cfg.source, f"collectors.options.{name}", f"unknown collector {name!r}")
+        if not isinstance(c.options[name], dict) and c.options[name] is not None:
+            raise ConfigError(cfg.source, f"collectors.options.{name}", "expected a mapping")
+        collector_options(cfg, name)
+
+
+def enabled_collectors(cfg: Config, role: str) -> list[str]:
+    """Names of the collectors that run in this role, sorted."""
+    known = registry.load_all()
+    c = cfg.collectors
+    names = set() if c.disable_defaults else {n for n, cls in known.items() if role in cls.default_roles}
+    names |= set(c.enable)
+    names -= set(c.disable)
+    return sorted(names)

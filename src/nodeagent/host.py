@@ -1,0 +1,239 @@
+"""The one boundary between nodeagent and the machine it watches.
+
+Every read of procfs/sysfs, every filesystem stat and every external command
+goes through a Host. Its roots are configurable (like node_exporter's
+--path.procfs/--path.sysfs/--path.rootfs), so collectors run unchanged against
+fixture trees in tests. No other module names "/proc" or "/sys".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class CommandError(RuntimeError):
+    """An external command failed: not found, non-zero exit, or timed out."""
+
+    def __init__(self, argv: Sequence[str], message: str, returncode: int | None = None) -> None:
+        super().__init__(f"{argv[0]}: {message}")
+        self.argv = list(argv)
+        self.returncode = returncode
+
+
+class CommandTimeout(CommandError):
+    pass
+
+
+class StatTimeout(OSError):
+    """statvfs did not return in time (a hung NFS/Lustre mount)."""
+
+
+@dataclass(frozen=True)
+class Roots:
+    procfs: str = "/proc"
+    sysfs: str = "/sys"
+    rootfs: str = "/"
+    # debugfs holds Lustre >= 2.12 llite stats (root only)
+    debugfs: str = "/sys/kernel/debug"
+    # where the ParallelCluster node facts live (cfnconfig, dna.json)
+    etc: str = "/etc"
+    dev: str = "/dev"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration: float
+
+
+class Host:
+    def __init__(
+        self,
+        roots: Roots | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.roots = roots or Roots()
+        self.clock = clock
+        self.monotonic = monotonic
+        self._procfs = Path(self.roots.procfs)
+        self._sysfs = Path(self.roots.sysfs)
+        self._rootfs = Path(self.roots.rootfs)
+        # mount points whose statvfs is still stuck in a worker thread; we do
+        # not pile up more threads on a mount that already hangs.
+        self._stuck_stats: set[str] = set()
+        self._stuck_lock = threading.Lock()
+
+    # ---- paths ---------------------------------------------------------
+    def proc(self, *parts: str) -> Path:
+        return self._procfs.joinpath(*parts)
+
+    def sys(self, *parts: str) -> Path:
+        return self._sysfs.joinpath(*parts)
+
+    def debugfs(self, *parts: str) -> Path:
+        return Path(self.roots.debugfs).joinpath(*parts)
+
+    def etc(self, *parts: str) -> Path:
+        return Path(self.roots.etc).joinpath(*parts)
+
+    def dev(self, *parts: str) -> Path:
+        return Path(self.roots.dev).joinpath(*parts)
+
+    def rooted(self, path: str) -> Path:
+        """A path of the watched system (e.g. a mount point) under rootfs."""
+        return self._rootfs.joinpath(path.lstrip("/"))
+
+    # ---- reads ---------------------------------------------------------
+    @staticmethod
+    def read_text(path: Path) -> str:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    @staticmethod
+    def read_bytes(path: Path) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def read_proc(self, *parts: str) -> str:
+        return self.read_text(self.proc(*parts))
+
+    def read_sys(self, *parts: str) -> str:
+        return self.read_text(self.sys(*parts))
+
+    @staticmethod
+    def read_optional(path: Path) -> str | None:
+        """The file's text, or None when it does not exist or cannot be read
+        (sysfs attributes that a driver does not implement raise EINVAL)."""
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    @staticmethod
+    def listdir(path: Path) -> list[str]:
+        """Sorted entries of a directory, [] when it does not exist."""
+        try:
+            return sorted(os.listdir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    @staticmethod
+    def exists(path: Path) -> bool:
+        return path.exists()
+
+    @staticmethod
+    def readlink(path: Path) -> str | None:
+        try:
+            return os.readlink(path)
+        except OSError:
+            return None
+
+    @staticmethod
+    def mtime(path: Path) -> float:
+        return path.stat().st_mtime
+
+    # ---- filesystem stats, bounded in time -------------------------------
+    def statvfs(self, mountpoint: str, timeout: float) -> os.statvfs_result:
+        """statvfs of a mount point of the watched system, bounded by timeout.
+
+        A stale NFS or Lustre mount blocks statfs in the kernel, and no Python
+        thread can be interrupted there, so the call runs in a daemon thread;
+        while it stays stuck, later calls for the same mount fail at once.
+        """
+        path = str(self.rooted(mountpoint))
+        with self._stuck_lock:
+            if path in self._stuck_stats:
+                raise StatTimeout(f"statfs of {mountpoint} is still hanging from an earlier scrape")
+        result: list[os.statvfs_result] = []
+        error: list[OSError] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                result.append(os.statvfs(path))
+            except OSError as e:
+                error.append(e)
+            finally:
+                with self._stuck_lock:
+                    self._stuck_stats.discard(path)
+                done.set()
+
+        with self._stuck_lock:
+            self._stuck_stats.add(path)
+        threading.Thread(target=work, name=f"statfs {mountpoint}", daemon=True).start()
+        if not done.wait(timeout):
+            raise StatTimeout(f"statfs of {mountpoint} timed out after {timeout:g}s")
+        if error:
+            raise error[0]
+        return result[0]
+
+    # ---- commands ------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run argv (never a shell) with a mandatory timeout; the process is
+        killed when the timeout passes. Raises CommandError on failure."""
+        argv = [str(a) for a in argv]
+        started = self.monotonic()
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                timeout=timeout,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise CommandTimeout(argv, f"timed out after {timeout:g}s") from e
+        except OSError as e:
+            raise CommandError(argv, f"cannot run: {e.strerror or e}") from e
+        duration = self.monotonic() - started
+        stdout = proc.stdout.decode("utf-8", errors="replace")
+        stderr = proc.stderr.decode("utf-8", errors="replace")
+        if check and proc.returncode != 0:
+            first = (stderr.strip().splitlines() or ["(no error output)"])[0][:300]
+            raise CommandError(argv, f"exited with {proc.returncode}: {first}", proc.returncode)
+        return CommandResult(argv, proc.returncode, stdout, stderr, duration)
+
+    def popen_lines(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start argv with its stdout as a text stream, for parsers that read
+        line by line (squeue with 100k jobs) instead of holding all output.
+        The caller owns the process and must wait or kill it."""
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+        )
+
+    # ---- system facts -----------------------------------------------------
+    @staticmethod
+    def uname() -> os.uname_result:
+        return os.uname()
+
+    @staticmethod
+    def hostname() -> str:
+        return os.uname().nodename
+
+    def time(self) -> float:
+        return self.clock()

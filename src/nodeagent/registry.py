@@ -1,0 +1,103 @@
+"""The one collector registry.
+
+A collector is a class registered with @register. It declares its name, the
+group it feeds (the exporter port), the roles where it is on by default, a
+one-line description and an Options dataclass for its config section
+(`collectors.options.<name>` in the YAML). Every collector module is listed in
+COLLECTOR_MODULES and imported explicitly: an unknown or duplicate name is an
+error at start, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from nodeagent.host import Host
+from nodeagent.model import MetricFamily
+
+ROLES = ("compute", "head", "login")
+ALL_ROLES: tuple[str, ...] = ROLES
+
+# Every module that registers collectors. Adding a collector = one line here.
+COLLECTOR_MODULES: tuple[str, ...] = (
+    # host group (:9100)
+    "nodeagent.collectors.host.loadavg",
+    # gpu group (:9400)
+    # slurm group (:9341)
+)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For collectors without settings."""
+
+
+class Collector:
+    """Base class. Subclasses set the class attributes and implement collect().
+
+    collect() returns families; it raises on failure (the supervisor records
+    success/duration and logs). "Nothing to report" returns [] and is a success.
+    Collectors hold no health logic of their own.
+    """
+
+    name: ClassVar[str]
+    group: ClassVar[str]  # "host" | "gpu" | "slurm"
+    default_roles: ClassVar[tuple[str, ...]]
+    description: ClassVar[str]
+    Options: ClassVar[type[Any]] = NoOptions
+
+    def __init__(self, host: Host, options: Any, context: CollectorContext | None = None) -> None:
+        self.host = host
+        self.options = options
+        self.context = context or CollectorContext()
+
+    def collect(self) -> Iterable[MetricFamily]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (threads, NVML handles). Called on stop and reload."""
+
+
+@dataclass
+class CollectorContext:
+    """What a collector may need beyond its own options: the whole config (for
+    cross-cutting settings such as the Slurm bin dir or GPU backend) and the
+    role it runs in."""
+
+    config: Any = None
+    role: str = "compute"
+
+
+_REGISTRY: dict[str, type[Collector]] = {}
+C = TypeVar("C", bound=type[Collector])
+
+
+def register(cls: C) -> C:
+    for attr in ("name", "group", "default_roles", "description"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"collector {cls.__name__} does not set {attr}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"collector name {cls.name!r} registered twice")
+    unknown = set(cls.default_roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"collector {cls.name}: unknown roles {sorted(unknown)}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_all() -> dict[str, type[Collector]]:
+    """Import every collector module; returns the registry by name."""
+    for module in COLLECTOR_MODULES:
+        importlib.import_module(module)
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get(name: str) -> type[Collector]:
+    registry = load_all()
+    try:
+        return registry[name]
+    except KeyError:
+        raise KeyError(f"unknown collector {name!r}; known: {', '.join(registry)}") from None
