@@ -33,8 +33,8 @@ def escape_help(text: str) -> str:
 
 
 def format_value(value: float, style: str = "go") -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    if isinstance(value, int):
+        return str(int(value))
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -57,7 +57,7 @@ def render_family(fam: MetricFamily, out: list[str]) -> None:
         return
     prefixes = [f'{ln}="' for ln in labelnames]
     for labelvalues, value in fam.samples:
-        pairs = '",'.join(p + escape_label_value(v) for p, v in zip(prefixes, labelvalues))
+        pairs = '",'.join(p + escape_label_value(v) for p, v in zip(prefixes, labelvalues, strict=True))
         out.append(f'{name}{{{pairs}"}} {format_value(value, style)}\n')
 
 

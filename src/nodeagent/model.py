@@ -11,7 +11,7 @@ counters have no such suffix.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,9 +41,12 @@ class MetricFamily:
         self.add((), value)
 
 
-def merge_families(families: Iterable[MetricFamily]) -> list[MetricFamily]:
+def merge_families(
+    families: Iterable[MetricFamily], on_conflict: Callable[[str], None] | None = None
+) -> list[MetricFamily]:
     """Join families of the same name (several collectors may add to one name),
-    keeping the first occurrence's metadata and order of appearance."""
+    keeping the first occurrence's metadata and order of appearance. A family
+    whose labels or type disagree with the first is left out and reported."""
     by_name: dict[str, MetricFamily] = {}
     for fam in families:
         existing = by_name.get(fam.name)
@@ -51,6 +54,8 @@ def merge_families(families: Iterable[MetricFamily]) -> list[MetricFamily]:
             by_name[fam.name] = fam
         elif existing.labelnames == fam.labelnames and existing.type == fam.type:
             existing.samples.extend(fam.samples)
+        elif on_conflict is not None:
+            on_conflict(fam.name)
         else:
             raise ValueError(f"metric {fam.name} emitted twice with different labels or type")
     return list(by_name.values())

@@ -84,7 +84,7 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(source, key, f"expected a mapping, got {_describe(value)}")
-        ktp, vtp = get_args(tp) or (Any, Any)
+        _, vtp = get_args(tp) or (Any, Any)
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):

@@ -1,0 +1,112 @@
+"""Command line: `nodeagent --role R` runs the daemon; subcommands do the rest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from nodeagent import __version__, registry
+from nodeagent.config import Config, load_config
+from nodeagent.daemon import EX_CONFIG, Agent, Daemon, host_from_config, resolve_role
+from nodeagent.log import setup_logging
+from nodeagent.roles import ROLE_TABLE, RoleError
+from nodeagent.settings import ConfigError
+
+ROLE_CHOICES = ("compute", "head", "login", "auto")
+
+
+def _common(p: argparse.ArgumentParser, role_default: str | None = None) -> None:
+    p.add_argument("--role", choices=ROLE_CHOICES, default=role_default,
+                   help="node role (default: the config's `role`, else auto from ParallelCluster's cfnconfig)")
+    p.add_argument("--config", metavar="PATH", default=None,
+                   help="config file (default /etc/nodeagent/config.yaml; absent = role defaults)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nodeagent",
+        description="Monitoring agent for GPU cluster nodes: host (:9100), GPU (:9400), Slurm (:9341), CloudWatch.",
+    )
+    parser.add_argument("--version", action="version", version=f"nodeagent {__version__}")
+    _common(parser)
+    parser.add_argument("--once", action="store_true",
+                        help="print one collection of the role's exporters in exposition format and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon (the default)")
+    _common(run)
+    run.add_argument("--once", action="store_true", help="print one collection and exit")
+
+    check = sub.add_parser("check", help="validate the config and run every enabled collector once")
+    _common(check)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    collectors = sub.add_parser("collectors", help="list the collector registry")
+    collectors.add_argument("--json", action="store_true")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, str]:
+    cfg = load_config(args.config)
+    role = resolve_role(cfg, args.role, host_from_config(cfg))
+    return cfg, role
+
+
+def cmd_collectors(as_json: bool) -> int:
+    rows = []
+    from nodeagent.config import GROUP_PORTS
+
+    for name, cls in registry.load_all().items():
+        rows.append({"name": name, "group": cls.group, "port": GROUP_PORTS.get(cls.group),
+                     "default_roles": list(cls.default_roles), "description": cls.description})
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'NAME':<14} {'GROUP':<6} {'PORT':<5} {'DEFAULT IN':<20} DESCRIPTION")
+    for r in rows:
+        roles = ",".join(r["default_roles"]) or "-"  # type: ignore[arg-type]
+        print(f"{r['name']:<14} {r['group']:<6} {r['port']!s:<5} {roles:<20} {r['description']}")
+    return 0
+
+
+def cmd_once(cfg: Config, role: str) -> int:
+    agent = Agent.build(cfg, role, with_sinks=False)
+    try:
+        for group in ROLE_TABLE[role].exporters:
+            if agent.groups[group].supervisor.collectors:
+                sys.stdout.buffer.write(agent.groups[group].get(max_age=0).body)
+        sys.stdout.flush()
+    finally:
+        agent.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    if command == "collectors":
+        return cmd_collectors(args.json)
+    try:
+        cfg, role = _load(args)
+    except (ConfigError, RoleError) as e:
+        print(f"nodeagent: {e}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(args.log_level or cfg.log.level, cfg.log.format)
+    try:
+        if command == "check":
+            from nodeagent import check
+
+            return check.main(cfg, role, args.json)
+        if args.once:
+            return cmd_once(cfg, role)
+        return Daemon(args.config, args.role).run(cfg, role)
+    except ConfigError as e:
+        # collector options are validated when collectors are built
+        print(f"nodeagent: {e}", file=sys.stderr)
+        return EX_CONFIG
+
+

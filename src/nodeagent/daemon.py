@@ -1,0 +1,287 @@
+"""The agent's lifecycle: build collectors, groups and exporters for a role,
+serve until SIGTERM/SIGINT, reload on SIGHUP, push to sinks on their
+interval, and talk to systemd (READY=1 once ports are bound, WATCHDOG=1 while
+the serving threads live)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from nodeagent import __version__, registry
+from nodeagent.config import Config, collector_options, enabled_collectors, load_config
+from nodeagent.exporter import Exporter
+from nodeagent.host import Host, Roots
+from nodeagent.model import MetricFamily
+from nodeagent.registry import Collector, CollectorContext
+from nodeagent.roles import ROLE_TABLE, RoleError, detect_role
+from nodeagent.settings import ConfigError
+from nodeagent.snapshot import GroupCollection
+from nodeagent.supervise import Supervisor
+from nodeagent.webconfig import load_web_config
+
+log = structlog.get_logger("nodeagent.daemon")
+
+EX_CONFIG = 78
+
+
+def host_from_config(cfg: Config) -> Host:
+    p = cfg.paths
+    return Host(Roots(procfs=p.procfs, sysfs=p.sysfs, rootfs=p.rootfs, debugfs=p.debugfs, etc=p.etc, dev=p.dev))
+
+
+def resolve_role(cfg: Config, role_arg: str | None, host: Host) -> str:
+    role = role_arg or cfg.role or "auto"
+    if role == "auto":
+        return detect_role(host, cfg.paths.cfnconfig)
+    if role not in ROLE_TABLE:
+        raise RoleError(f"unknown role {role!r}; expected compute, head, login or auto")
+    return role
+
+
+def build_collectors(cfg: Config, role: str, host: Host, groups: tuple[str, ...]) -> dict[str, list[Collector]]:
+    """Instantiate the role's enabled collectors, by group. Options are
+    validated here too (ConfigError names the key)."""
+    known = registry.load_all()
+    by_group: dict[str, list[Collector]] = {g: [] for g in groups}
+    context = CollectorContext(config=cfg, role=role)
+    built: list[Collector] = []
+    try:
+        for name in enabled_collectors(cfg, role):
+            cls = known[name]
+            if cls.group not in by_group:
+                continue  # e.g. `collectors.enable: [sinfo]` on a compute node: not this role's group
+            collector = cls(host, collector_options(cfg, name), context)
+            built.append(collector)
+            by_group[cls.group].append(collector)
+    except BaseException:
+        for c in built:
+            c.close()
+        raise
+    return by_group
+
+
+@dataclass
+class Agent:
+    cfg: Config
+    role: str
+    host: Host
+    groups: dict[str, GroupCollection] = field(default_factory=dict)
+    exporters: list[Exporter] = field(default_factory=list)
+    sinks: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, cfg: Config, role: str, with_sinks: bool = True) -> Agent:
+        host = host_from_config(cfg)
+        spec = ROLE_TABLE[role]
+        agent = cls(cfg, role, host)
+        by_group = build_collectors(cfg, role, host, spec.groups)
+        for group, collectors in by_group.items():
+            exporter_cfg = getattr(cfg.exporters, group)
+            supervisor = Supervisor(group, collectors, cfg.collectors.timeout)
+            agent.groups[group] = GroupCollection(group, supervisor, exporter_cfg.min_interval)
+        if with_sinks:
+            agent.sinks = build_role_sinks(cfg, role, host)
+        return agent
+
+    def start_exporters(self) -> None:
+        spec = ROLE_TABLE[self.role]
+        own = _own_metrics_registry(self.role)
+        try:
+            for group in spec.exporters:
+                ecfg = getattr(self.cfg.exporters, group)
+                if not ecfg.enabled or not self.groups[group].supervisor.collectors:
+                    continue
+                web = load_web_config(ecfg.web_config) if ecfg.web_config else None
+                # The agent's own process metrics live in their own registry and
+                # are served beside the host metrics, as node_exporter does.
+                extra = (lambda: generate_latest(own)) if group == "host" else None
+                exporter = Exporter(group, ecfg.listen, self.groups[group], web, ecfg.web_config or "", extra)
+                self.exporters.append(exporter)
+                exporter.start()
+        except BaseException:
+            self.stop_exporters()
+            raise
+
+    def stop_exporters(self) -> None:
+        for e in self.exporters:
+            e.stop()
+        self.exporters.clear()
+
+    def publish(self, now: float) -> None:
+        if not self.sinks:
+            return
+        families: list[MetricFamily] = []
+        for group in ROLE_TABLE[self.role].cloudwatch:
+            if group in self.groups and self.groups[group].supervisor.collectors:
+                families.extend(self.groups[group].get().families)
+        for sink in self.sinks:
+            try:
+                sink.publish(families, now)
+            except Exception as e:  # a sink never takes the daemon down
+                log.error("sink_publish_failed", sink=type(sink).__name__, error=f"{type(e).__name__}: {e}")
+
+    def alive(self) -> bool:
+        return all(e.alive() for e in self.exporters)
+
+    def close(self) -> None:
+        self.stop_exporters()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as e:
+                log.warning("sink_close_failed", sink=type(sink).__name__, error=str(e))
+        for g in self.groups.values():
+            g.close()
+
+
+def build_role_sinks(cfg: Config, role: str, host: Host) -> list[Any]:
+    from nodeagent import sinks
+
+    build = getattr(sinks, "build_sinks", None)
+    return list(build(cfg, role, host)) if build is not None else []
+
+
+def sink_interval(cfg: Config) -> float:
+    return float(getattr(cfg.cloudwatch, "interval", 60.0))
+
+
+def _own_metrics_registry(role: str) -> CollectorRegistry:
+    reg = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=reg)
+    return reg
+
+
+def sd_notify(message: str) -> bool:
+    """Send a message to systemd's notify socket, if there is one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(address)
+            s.sendall(message.encode())
+        return True
+    except OSError as e:
+        log.warning("sd_notify_failed", error=str(e))
+        return False
+
+
+def watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec or not usec.isdigit():
+        return None
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    return int(usec) / 1e6 / 2
+
+
+class Daemon:
+    def __init__(self, config_path: str | None, role_arg: str | None) -> None:
+        self.config_path = config_path
+        self.role_arg = role_arg
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        self.agent: Agent | None = None
+
+    def load(self) -> tuple[Config, str]:
+        cfg = load_config(self.config_path)
+        role = resolve_role(cfg, self.role_arg, host_from_config(cfg))
+        return cfg, role
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, cfg: Config, role: str) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        self.agent = Agent.build(cfg, role)
+        try:
+            self.agent.start_exporters()
+        except OSError as e:
+            log.error("listen_failed", error=str(e))
+            self.agent.close()
+            return 1
+        log.info("agent_started", version=__version__, role=role, config=cfg.source,
+                 collectors=sum(len(g.supervisor.collectors) for g in self.agent.groups.values()))
+        sd_notify(f"READY=1\nSTATUS=serving role {role}")
+        watchdog = watchdog_interval()
+        next_publish = time.monotonic() + min(5.0, sink_interval(cfg))
+        next_watchdog = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+                next_publish = now + min(5.0, sink_interval(self.agent.cfg))
+            if self.agent.sinks and now >= next_publish:
+                self.agent.publish(time.time())
+                next_publish = now + sink_interval(self.agent.cfg)
+            if watchdog is not None and now >= next_watchdog:
+                if self.agent.alive():
+                    sd_notify("WATCHDOG=1")
+                else:
+                    log.error("watchdog_withheld", reason="an exporter thread died")
+                next_watchdog = now + watchdog
+            wait_until = [next_publish] if self.agent.sinks else []
+            if watchdog is not None:
+                wait_until.append(next_watchdog)
+            timeout = max(0.05, min(wait_until) - time.monotonic()) if wait_until else 3600.0
+            self._wake.wait(timeout)
+            self._wake.clear()
+        sd_notify("STOPPING=1")
+        log.info("agent_stopping")
+        if self.agent.sinks:
+            for sink in self.agent.sinks:
+                try:
+                    sink.flush(1.0)
+                except Exception as e:
+                    log.warning("sink_flush_failed", error=str(e))
+        self.agent.close()
+        log.info("agent_stopped")
+        return 0
+
+    def _do_reload(self) -> None:
+        assert self.agent is not None
+        old = self.agent
+        try:
+            cfg, role = self.load()
+            new = Agent.build(cfg, role)
+        except (ConfigError, RoleError) as e:
+            log.error("reload_rejected", error=str(e), keeping=old.cfg.source)
+            return
+        sd_notify("RELOADING=1")
+        old.stop_exporters()
+        try:
+            new.start_exporters()
+        except (OSError, ConfigError) as e:
+            log.error("reload_rejected", error=str(e), keeping=old.cfg.source)
+            new.close()
+            old.start_exporters()
+            sd_notify("READY=1")
+            return
+        old.close()
+        self.agent = new
+        log.info("config_reloaded", config=cfg.source, role=role)
+        sd_notify("READY=1")

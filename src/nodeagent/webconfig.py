@@ -1,0 +1,122 @@
+"""The exporter-toolkit web configuration file (web-config.yml), the way every
+Prometheus exporter takes TLS and basic auth settings:
+
+    tls_server_config:
+      cert_file: /etc/nodeagent/tls.crt
+      key_file: /etc/nodeagent/tls.key
+      client_auth_type: RequireAndVerifyClientCert   # optional
+      client_ca_file: /etc/nodeagent/ca.crt          # optional
+      min_version: TLS12                             # optional
+    basic_auth_users:
+      prometheus: $2y$10$...   # bcrypt hash, never a clear password
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Literal
+
+import bcrypt
+import yaml
+
+from nodeagent.settings import ConfigError, load_dataclass
+
+
+@dataclass(frozen=True)
+class TLSServerConfig:
+    cert_file: str = ""
+    key_file: str = ""
+    client_auth_type: Literal[
+        "NoClientCert", "RequestClientCert", "RequireAnyClientCert",
+        "VerifyClientCertIfGiven", "RequireAndVerifyClientCert",
+    ] = "NoClientCert"
+    client_ca_file: str | None = None
+    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[str, str] = field(default_factory=dict)
+    # accepted for compatibility with exporter-toolkit files; not used
+    http_server_config: dict[str, object] = field(default_factory=dict)
+
+
+def load_web_config(path: str) -> WebConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read web config: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(path, "", f"not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "the top level must be a mapping")
+    cfg = load_dataclass(WebConfig, data, path)
+    tls = cfg.tls_server_config
+    if tls is not None and (not tls.cert_file or not tls.key_file):
+        raise ConfigError(path, "tls_server_config", "cert_file and key_file are both required")
+    for user, hashed in cfg.basic_auth_users.items():
+        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ConfigError(path, f"basic_auth_users.{user}", "must be a bcrypt hash ($2y$...)")
+    return cfg
+
+
+def ssl_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = {
+        "TLS10": ssl.TLSVersion.TLSv1,
+        "TLS11": ssl.TLSVersion.TLSv1_1,
+        "TLS12": ssl.TLSVersion.TLSv1_2,
+        "TLS13": ssl.TLSVersion.TLSv1_3,
+    }[tls.min_version]
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            ctx.load_verify_locations(tls.client_ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(source, "tls_server_config", f"cannot load certificate or key: {e}") from None
+    if tls.client_auth_type in ("RequireAnyClientCert", "RequireAndVerifyClientCert"):
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    elif tls.client_auth_type in ("RequestClientCert", "VerifyClientCertIfGiven"):
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+class BasicAuth:
+    """Checks user/password against bcrypt hashes. bcrypt is slow on purpose
+    (~100 ms), so a successful check is remembered by a keyed digest of the
+    credentials, like exporter-toolkit's cache; the clear password is never stored."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._key = hashlib.sha256(repr(sorted(users.items())).encode()).digest()
+        self._good: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._users)
+
+    def check(self, user: str, password: str) -> bool:
+        hashed = self._users.get(user)
+        if hashed is None:
+            return False
+        digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        with self._lock:
+            if digest in self._good:
+                return True
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:
+            return False
+        if ok:
+            with self._lock:
+                if len(self._good) > 1000:
+                    self._good.clear()
+                self._good.add(digest)
+        return bool(ok)
