@@ -59,6 +59,9 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own message is the clearest
+            return _convert(value, options[0], source, key)
         errors = []
         for arg in args:
             if arg is type(None):

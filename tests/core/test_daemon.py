@@ -1,0 +1,130 @@
+"""The daemon as a real process: start, serve, reload, systemd notify, stop."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from conftest import free_port, wait_http
+
+
+def write_config(path, port, extra=""):
+    path.write_text(
+        f"exporters:\n  host: {{listen: '127.0.0.1:{port}'}}\n  gpu: {{listen: '127.0.0.1:{free_port()}'}}\n"
+        "collectors: {disable_defaults: true, enable: [loadavg]}\n" + extra
+    )
+
+
+def test_serves_reloads_and_stops_within_two_seconds(tmp_path, agent_process):
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, port)
+    notify_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify_path))
+    sock.settimeout(10)
+    agent = agent_process(["--role", "compute", "--config", str(cfg)],
+                          env={"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"})
+    try:
+        assert sock.recv(4096).startswith(b"READY=1")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"node_load1 " in body and b'node_scrape_collector_success{collector="loadavg"} 1' in body
+        assert b"process_resident_memory_bytes" in body  # the agent's own registry, served beside
+        assert sock.recv(4096) == b"WATCHDOG=1"
+
+        # a bad reload keeps the running config
+        cfg.write_text("exporters: {host: {listen: 'bad'}}\n")
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read() == b"ok\n"
+
+        # a good reload moves to the new port
+        new_port = free_port()
+        write_config(cfg, new_port)
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_http(f"http://127.0.0.1:{new_port}/healthz")
+
+        started = time.monotonic()
+        rc, _, err = agent.stop(signal.SIGTERM)
+        assert rc == 0 and time.monotonic() - started < 2.0
+        events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+        assert "reload_rejected" in events and "config_reloaded" in events and events[-1] == "agent_stopped"
+        assert "Traceback" not in err
+    finally:
+        sock.close()
+
+
+def test_sigint_also_stops(tmp_path, agent_process):
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, port)
+    agent = agent_process(["--role", "compute", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    rc, _, _ = agent.stop(signal.SIGINT)
+    assert rc == 0
+
+
+def test_port_in_use_is_a_clear_failure(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = tmp_path / "config.yaml"
+        write_config(cfg, busy.getsockname()[1])
+        proc = subprocess.run([sys.executable, "-m", "nodeagent", "--role", "compute", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "listen_failed" in proc.stderr and "Address already in use" in proc.stderr
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "nodeagent", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_role_auto_reads_cfnconfig(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/parallelcluster").mkdir(parents=True)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"paths: {{rootfs: '{root}'}}\ncollectors: {{disable_defaults: true, enable: [loadavg]}}\n")
+    (root / "etc/parallelcluster/cfnconfig").write_text("stack_name=pc-test\ncfn_node_type=ComputeFleet\n")
+    proc = run_cli("--role", "auto", "--config", str(cfg), "--once")
+    assert proc.returncode == 0 and "node_load1 " in proc.stdout
+    (root / "etc/parallelcluster/cfnconfig").write_text("cfn_node_type=Weird\n")
+    proc = run_cli("--role", "auto", "--config", str(cfg), "--once")
+    assert proc.returncode == 78 and "unknown cfn_node_type 'Weird'" in proc.stderr
+    (root / "etc/parallelcluster/cfnconfig").unlink()
+    proc = run_cli("--role", "auto", "--config", str(cfg), "--once")
+    assert proc.returncode == 78 and "pass --role compute|head|login" in proc.stderr
+
+
+def test_check_exit_codes(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("collectors: {disable_defaults: true, enable: [loadavg]}\n")
+    proc = run_cli("check", "--role", "compute", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "collector loadavg" in proc.stdout and "all 2 checks passed" in proc.stdout
+
+    empty = tmp_path / "emptyproc"
+    empty.mkdir()
+    cfg.write_text(f"paths: {{procfs: '{empty}'}}\ncollectors: {{disable_defaults: true, enable: [loadavg]}}\n")
+    proc = run_cli("check", "--role", "compute", "--config", str(cfg), "--json")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert report["healthy"] is False
+    row = next(r for r in report["checks"] if r["check"] == "collector loadavg")
+    assert row["ok"] is False and "No such file" in row["detail"]
+
+    cfg.write_text("collectors: {enable: [nosuch]}\n")
+    proc = run_cli("check", "--role", "compute", "--config", str(cfg))
+    assert proc.returncode == 78 and "unknown collector 'nosuch'" in proc.stderr
+
+
+def test_collectors_listing():
+    proc = run_cli("collectors", "--json")
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["loadavg"]["group"] == "host" and rows["loadavg"]["port"] == 9100
+    assert "compute" in rows["loadavg"]["default_roles"]
+    assert run_cli("--version").stdout.startswith("nodeagent ")

@@ -1,0 +1,47 @@
+from nodeagent.exposition import escape_label_value, format_value, render
+from nodeagent.model import MetricFamily, merge_families
+
+
+def test_render_keeps_declared_label_order_and_exact_counter_name():
+    fam = MetricFamily("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "Total energy (in mJ).", "counter",
+                       ("gpu", "UUID", "Hostname"))
+    fam.add(("0", "GPU-1", "node-1"), 123456789)
+    text = render([fam]).decode()
+    assert text == (
+        "# HELP DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION Total energy (in mJ).\n"
+        "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+        'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-1",Hostname="node-1"} 123456789\n'
+    )
+
+
+def test_empty_families_are_omitted():
+    assert render([MetricFamily("x", "h", "gauge")]) == b""
+
+
+def test_hostile_label_values_are_escaped():
+    assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    fam = MetricFamily("slurm_user_jobs_running", "h", "gauge", ("user",))
+    fam.add(('x"}\n evil 1',), 1)
+    line = render([fam]).decode().splitlines()[-1]
+    assert line == 'slurm_user_jobs_running{user="x\\"}\\n evil 1"} 1'
+
+
+def test_value_formats():
+    assert format_value(1.0) == "1"
+    assert format_value(0.25) == "0.25"
+    assert format_value(float("nan")) == "NaN"
+    assert format_value(float("inf")) == "+Inf"
+    assert format_value(float("-inf")) == "-Inf"
+    assert format_value(69.611, "fixed6") == "69.611000"
+    assert format_value(7, "fixed6") == "7"
+    assert format_value(1e20) == "1e+20"
+
+
+def test_merge_families_joins_same_name_and_reports_conflicts():
+    a = MetricFamily("m", "h", "gauge", ("x",), [(("1",), 1.0)])
+    b = MetricFamily("m", "h", "gauge", ("x",), [(("2",), 2.0)])
+    c = MetricFamily("m", "h", "counter", ("x",), [(("3",), 3.0)])
+    conflicts: list[str] = []
+    merged = merge_families([a, b, c], on_conflict=conflicts.append)
+    assert len(merged) == 1 and merged[0].samples == [(("1",), 1.0), (("2",), 2.0)]
+    assert conflicts == ["m"]
