@@ -121,6 +121,40 @@ class Host:
             return None
 
     @staticmethod
+    def read_attrs(directory: Path, names: Sequence[str]) -> dict[str, str | None]:
+        """Small files of one directory (sysfs attributes; names may contain
+        "/", e.g. "statistics/rx_nohandler"), stripped; None for each one
+        missing or unreadable, and for all when the directory is gone. One
+        directory open plus a bare open/read/close per file: about 3x cheaper
+        than open() per file, which counts with hundreds of attributes a scrape."""
+        out: dict[str, str | None] = dict.fromkeys(names)
+        try:
+            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return out
+        try:
+            for name in out:
+                try:
+                    fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+                except OSError:
+                    continue
+                try:
+                    data = os.read(fd, 4096)
+                    while len(data) % 4096 == 0 and data:
+                        more = os.read(fd, 4096)
+                        if not more:
+                            break
+                        data += more
+                    out[name] = data.decode("utf-8", "replace").strip()
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(dfd)
+        return out
+
+    @staticmethod
     def listdir(path: Path) -> list[str]:
         """Sorted entries of a directory, [] when it does not exist."""
         try:
@@ -237,3 +271,10 @@ class Host:
 
     def time(self) -> float:
         return self.clock()
+
+    def adjtimex(self) -> dict[str, int]:
+        """The kernel clock state from adjtimex(2) with modes=0 (read only):
+        struct timex fields by name plus "state", the call's return value."""
+        from nodeagent.adjtimex import read_adjtimex
+
+        return read_adjtimex()

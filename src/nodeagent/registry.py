@@ -25,6 +25,32 @@ ALL_ROLES: tuple[str, ...] = ROLES
 COLLECTOR_MODULES: tuple[str, ...] = (
     # host group (:9100)
     "nodeagent.collectors.host.loadavg",
+    "nodeagent.collectors.host.cpu",
+    "nodeagent.collectors.host.cpufreq",
+    "nodeagent.collectors.host.meminfo",
+    "nodeagent.collectors.host.stat",
+    "nodeagent.collectors.host.filesystem",
+    "nodeagent.collectors.host.diskstats",
+    "nodeagent.collectors.host.netdev",
+    "nodeagent.collectors.host.netclass",
+    "nodeagent.collectors.host.netstat",
+    "nodeagent.collectors.host.sockstat",
+    "nodeagent.collectors.host.vmstat",
+    "nodeagent.collectors.host.pressure",
+    "nodeagent.collectors.host.filefd",
+    "nodeagent.collectors.host.entropy",
+    "nodeagent.collectors.host.arp",
+    "nodeagent.collectors.host.softnet",
+    "nodeagent.collectors.host.schedstat",
+    "nodeagent.collectors.host.conntrack",
+    "nodeagent.collectors.host.systime",
+    "nodeagent.collectors.host.timex",
+    "nodeagent.collectors.host.uname",
+    "nodeagent.collectors.host.os_release",
+    "nodeagent.collectors.host.hwmon",
+    "nodeagent.collectors.host.textfile",
+    "nodeagent.collectors.host.efa",
+    "nodeagent.collectors.host.lustre",
     # gpu group (:9400)
     # slurm group (:9341)
 )

@@ -1,0 +1,33 @@
+"""node_exporter's entropy collector: node_entropy_available_bits / _pool_size_bits
+from /proc/sys/kernel/random/{entropy_avail,poolsize}."""
+
+from __future__ import annotations
+
+from nodeagent.catalogue import host_extra as cat
+from nodeagent.collectors.host._values import read_uint
+from nodeagent.model import MetricFamily
+from nodeagent.registry import Collector, register
+
+
+def parse_entropy(entropy_avail: str, poolsize: str) -> tuple[int, int]:
+    """The two files' texts -> (available bits, pool size bits)."""
+    return read_uint(entropy_avail, "entropy_avail"), read_uint(poolsize, "poolsize")
+
+
+@register
+class EntropyCollector(Collector):
+    name = "entropy"
+    group = "host"
+    default_roles = ("compute", "head", "login")
+    description = "Kernel entropy pool (node_entropy_*) from /proc/sys/kernel/random."
+
+    def collect(self) -> list[MetricFamily]:
+        avail_path = self.host.proc("sys", "kernel", "random", "entropy_avail")
+        pool_path = self.host.proc("sys", "kernel", "random", "poolsize")
+        avail = read_uint(self.host.read_text(avail_path), str(avail_path))
+        pool = read_uint(self.host.read_text(pool_path), str(pool_path))
+        fam_a = cat.NODE_ENTROPY_AVAILABLE_BITS.family()
+        fam_a.add_unlabelled(avail)
+        fam_p = cat.NODE_ENTROPY_POOL_SIZE_BITS.family()
+        fam_p.add_unlabelled(pool)
+        return [fam_a, fam_p]
