@@ -9,6 +9,7 @@ fixture trees in tests. No other module names "/proc" or "/sys".
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import threading
 import time
@@ -53,6 +54,41 @@ class CommandResult:
     stdout: str
     stderr: str
     duration: float
+
+
+class _DaemonWorkers:
+    """A pool of daemon threads that grows when every worker is busy.
+
+    For calls that may block in the kernel for ever (statfs of a dead NFS or
+    Lustre server): a worker stuck there is simply not idle any more, and being
+    a daemon thread it never holds up the agent's exit, as the threads of
+    concurrent.futures would. Reusing workers saves a thread start per mount
+    per scrape."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        if start:
+            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+_STAT_WORKERS = _DaemonWorkers("statfs")
 
 
 class Host:
@@ -205,7 +241,7 @@ class Host:
 
         with self._stuck_lock:
             self._stuck_stats.add(path)
-        threading.Thread(target=work, name=f"statfs {mountpoint}", daemon=True).start()
+        _STAT_WORKERS.submit(work)
         if not done.wait(timeout):
             raise StatTimeout(f"statfs of {mountpoint} timed out after {timeout:g}s")
         if error:
