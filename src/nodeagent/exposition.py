@@ -46,7 +46,10 @@ def format_value(value: float, style: str = "go") -> str:
     return repr(value)
 
 
-def render_family(fam: MetricFamily, out: list[str]) -> None:
+LabelCache = dict[tuple[tuple[str, ...], tuple[str, ...]], str]
+
+
+def render_family(fam: MetricFamily, out: list[str], cache: LabelCache | None = None) -> None:
     name = fam.name
     out.append(f"# HELP {name} {escape_help(fam.help)}\n# TYPE {name} {fam.type}\n")
     labelnames = fam.labelnames
@@ -55,15 +58,27 @@ def render_family(fam: MetricFamily, out: list[str]) -> None:
         for _, value in fam.samples:
             out.append(f"{name} {format_value(value, style)}\n")
         return
-    prefixes = [f'{ln}="' for ln in labelnames]
+    # The same label set recurs across families (a GPU's identity on every
+    # DCGM field, a disk on every node_disk_* family): build each label string once.
+    if cache is None:
+        cache = {}
+    prefixes: list[str] | None = None
     for labelvalues, value in fam.samples:
-        pairs = '",'.join(p + escape_label_value(v) for p, v in zip(prefixes, labelvalues, strict=True))
-        out.append(f'{name}{{{pairs}"}} {format_value(value, style)}\n')
+        key = (labelnames, labelvalues)
+        labels = cache.get(key)
+        if labels is None:
+            if prefixes is None:
+                prefixes = [f'{ln}="' for ln in labelnames]
+            labels = cache[key] = '",'.join(
+                p + escape_label_value(v) for p, v in zip(prefixes, labelvalues, strict=True)
+            )
+        out.append(f'{name}{{{labels}"}} {format_value(value, style)}\n')
 
 
 def render(families: Iterable[MetricFamily]) -> bytes:
     out: list[str] = []
+    cache: LabelCache = {}
     for fam in families:
         if fam.samples:
-            render_family(fam, out)
+            render_family(fam, out, cache)
     return "".join(out).encode("utf-8")

@@ -52,6 +52,7 @@ COLLECTOR_MODULES: tuple[str, ...] = (
     "nodeagent.collectors.host.efa",
     "nodeagent.collectors.host.lustre",
     # gpu group (:9400)
+    "nodeagent.collectors.gpu.collector",
     # slurm group (:9341)
 )
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
+from testlib import FIXTURES
 
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.host import Host, Roots, StatTimeout

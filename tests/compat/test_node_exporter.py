@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, wait_http
+from testlib import free_port, wait_http
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 pytestmark = pytest.mark.skipif(NODE_EXPORTER is None, reason="prometheus-node-exporter not installed")

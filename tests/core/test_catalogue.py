@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from testlib import FIXTURES
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.config import parse_config
 from nodeagent.daemon import Agent

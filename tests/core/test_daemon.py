@@ -8,7 +8,7 @@ import sys
 import time
 import urllib.request
 
-from conftest import free_port, wait_http
+from testlib import free_port, wait_http
 
 
 def write_config(path, port, extra=""):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
+from testlib import FIXTURES
 
 P5 = FIXTURES / "p5"
 GOLDEN = Path(__file__).parent / "golden"
@@ -32,7 +32,7 @@ def fixture_config(tmp_path: Path, role: str = "compute", extra: str = "") -> Pa
         f"hostname: p5-node-1\n"
         f"paths:\n  procfs: '{P5 / 'proc'}'\n  sysfs: '{P5 / 'sys'}'\n  rootfs: '{P5 / 'root'}'\n"
         f"  debugfs: '{P5 / 'debug'}'\n  textfile_dir: '{P5 / 'textfile'}'\n"
-        "collectors:\n  disable: [time, timex, filesystem]\n" + extra
+        "collectors:\n  disable: [time, timex, filesystem, gpu, gpu_status]\n" + extra
     )
     return cfg
 
