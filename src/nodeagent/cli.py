@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     collectors = sub.add_parser("collectors", help="list the collector registry")
     collectors.add_argument("--json", action="store_true")
+
+    from nodeagent.publish import alarms, cost, dashboards
+
+    dashboards.add_dashboard_arguments(sub.add_parser("dashboard", help="CloudWatch dashboards from the catalogue"))
+    alarms.add_alarm_arguments(sub.add_parser("alarms", help="recommended CloudWatch alarms from the catalogue"))
+    cost.add_cost_arguments(sub.add_parser("cost", help="custom metrics and PutMetricData requests per month"))
     return parser
 
 
@@ -90,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "collectors":
         return cmd_collectors(args.json)
+    if command in ("dashboard", "alarms", "cost"):
+        from nodeagent.publish import alarms, cost, dashboards
+
+        handlers = {"dashboard": dashboards.dashboard_main, "alarms": alarms.alarms_main, "cost": cost.cost_main}
+        return handlers[command](args)
     try:
         cfg, role = _load(args)
     except (ConfigError, RoleError) as e:

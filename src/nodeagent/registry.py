@@ -54,6 +54,10 @@ COLLECTOR_MODULES: tuple[str, ...] = (
     # gpu group (:9400)
     "nodeagent.collectors.gpu.collector",
     # slurm group (:9341)
+    "nodeagent.collectors.slurm.sinfo",
+    "nodeagent.collectors.slurm.squeue",
+    "nodeagent.collectors.slurm.sdiag",
+    "nodeagent.collectors.slurm.sshare",
 )
 
 

@@ -1,0 +1,158 @@
+"""The Slurm collectors' common shape: each polls its command in its own
+background thread every slurm.interval seconds, never once per scrape, and
+collect() serves the last complete snapshot at once.
+
+collect() raises while the last poll failed (slurmctld down, a command that
+timed out or exited non-zero), so the supervisor reports the collector's
+success as 0; the other Slurm collectors keep serving. A failure is logged
+when the state changes (ok -> failing, failing -> ok), not once per interval.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import structlog
+
+from nodeagent.catalogue import slurm as cat
+from nodeagent.collectors.slurm.runner import SlurmRunner
+from nodeagent.collectors.slurm.settings import SlurmSettings
+from nodeagent.host import CommandError, Host
+from nodeagent.model import MetricFamily
+from nodeagent.registry import Collector, CollectorContext
+
+log = structlog.get_logger(__name__)
+
+
+class SlurmUnavailable(RuntimeError):
+    """The last collection failed; no data is served until one succeeds."""
+
+
+def slurm_settings(context: CollectorContext) -> SlurmSettings:
+    settings = getattr(context.config, "slurm", None)
+    return settings if isinstance(settings, SlurmSettings) else SlurmSettings()
+
+
+def copy_family(fam: MetricFamily) -> MetricFamily:
+    """A family the caller may change (merge_families extends samples)."""
+    return MetricFamily(fam.name, fam.help, fam.type, fam.labelnames, list(fam.samples), fam.value_format)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    families: tuple[MetricFamily, ...]
+    timestamp: float
+    duration: float
+
+
+class PolledSlurmCollector(Collector):
+    """Base class: subclasses set `command` and implement poll()."""
+
+    command: ClassVar[str]
+
+    def __init__(self, host: Host, options: Any, context: CollectorContext | None = None) -> None:
+        super().__init__(host, options, context)
+        self.settings = slurm_settings(self.context)
+        self.runner = SlurmRunner(host, self.settings, self.command)
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._error: BaseException | None = None
+        self._failure_kind: str | None = None
+        self._first = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_run: float | None = None
+
+    # ---- what subclasses implement ------------------------------------------
+    def poll(self) -> list[MetricFamily]:
+        """Run the command(s) and return the families; raise on failure."""
+        raise NotImplementedError
+
+    # ---- one collection ------------------------------------------------------
+    def run_once(self) -> None:
+        """Collect once, now, in the calling thread (the background loop and
+        tests use it); the outcome becomes what collect() serves."""
+        started = self.host.monotonic()
+        try:
+            families = self.poll()
+        except Exception as e:
+            if not self._stop.is_set():  # a command killed by close() is no failure to report
+                self._record_failure(e)
+        else:
+            duration = self.host.monotonic() - started
+            timestamp = self.host.time()
+            dur = cat.COMMAND_DURATION.family()
+            dur.add((self.command,), duration)
+            ts = cat.COLLECTION_TIMESTAMP.family()
+            ts.add((self.command,), timestamp)
+            snap = Snapshot(tuple([*families, dur, ts]), timestamp, duration)
+            with self._lock:
+                self._snapshot = snap
+                self._error = None
+                previous, self._failure_kind = self._failure_kind, None
+            if previous is not None:
+                log.info("slurm_collection_recovered", collector=self.name, command=self.command)
+        finally:
+            self._last_run = self.host.monotonic()
+            self._first.set()
+
+    def _record_failure(self, error: BaseException) -> None:
+        kind = type(error).__name__
+        if isinstance(error, CommandError) and error.returncode is not None:
+            kind += f":{error.returncode}"
+        with self._lock:
+            self._error = error
+            previous, self._failure_kind = self._failure_kind, kind
+        # once when it starts failing; a dead slurmctld may alternate between
+        # "exited with 1" and a timeout, which is no news
+        if previous is None:
+            log.warning(
+                "slurm_collection_failed",
+                collector=self.name,
+                command=self.command,
+                error=str(error)[:500],
+                kind=kind,
+            )
+
+    # ---- background loop ------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            self._thread = threading.Thread(target=self._loop, name=f"slurm-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        interval = self.settings.interval
+        last = self._last_run
+        if last is not None:  # collected just before the loop started (run_once)
+            self._stop.wait(max(interval - (self.host.monotonic() - last), 0.0))
+        while not self._stop.is_set():
+            started = self.host.monotonic()
+            try:
+                self.run_once()
+            except Exception as e:  # run_once records failures itself; belt and braces
+                log.error("slurm_poller_error", collector=self.name, error=str(e)[:500])
+            elapsed = self.host.monotonic() - started
+            self._stop.wait(max(interval - elapsed, 0.0))
+
+    def collect(self) -> list[MetricFamily]:
+        self.start()
+        if not self._first.wait(self.settings.first_collection_wait):
+            raise SlurmUnavailable(f"{self.command}: no collection finished yet")
+        with self._lock:
+            snap, error = self._snapshot, self._error
+        if error is not None:
+            raise SlurmUnavailable(f"{self.command}: {error}") from error
+        if snap is None:  # pragma: no cover - _first is set only after a success or a failure
+            raise SlurmUnavailable(f"{self.command}: no data")
+        return [copy_family(f) for f in snap.families]
+
+    def close(self) -> None:
+        self._stop.set()
+        self.runner.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)

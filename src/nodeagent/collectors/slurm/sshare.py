@@ -1,0 +1,127 @@
+"""Fairshare per account (and per user when slurm.per_user is on) from
+sshare, where accounting is configured.
+
+Without slurmdbd, sshare prints nothing and exits 0: nothing to report, which
+is a success (no series), not a failure.
+
+`sshare -a -n -P -o RawShares,NormShares,RawUsage,NormUsage,FairShare,User,Account`:
+numbers first, then the user, then the account last (accounts and users
+come from the accounting database, defined by administrators); account names
+arrive indented by their depth in the tree, which is stripped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from nodeagent.catalogue import slurm as cat
+from nodeagent.collectors.slurm.poller import PolledSlurmCollector
+from nodeagent.model import MetricFamily
+from nodeagent.registry import register
+
+SSHARE_ARGS = ("-a", "-n", "-P", "-o", "RawShares,NormShares,RawUsage,NormUsage,FairShare,User,Account")
+_FIELDS = ("raw_shares", "norm_shares", "raw_usage", "norm_usage", "fairshare")
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class ShareResult:
+    accounts: dict[str, dict[str, float]] = field(default_factory=dict)
+    users: dict[tuple[str, str], float] = field(default_factory=dict)
+    malformed: int = 0
+    overflow: dict[str, int] = field(default_factory=dict)
+
+
+def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False) -> ShareResult:
+    res = ShareResult()
+    users: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", 6)
+        if len(parts) != 7:
+            res.malformed += 1
+            continue
+        values = dict(zip(_FIELDS, (_number(p) for p in parts[:5]), strict=True))
+        user = parts[5].strip()
+        account = parts[6].strip()
+        if not account:
+            res.malformed += 1
+            continue
+        if user:
+            fs = values["fairshare"]
+            if per_user and fs is not None:
+                users[(account, user)] = fs
+            continue
+        res.accounts[account] = {k: v for k, v in values.items() if v is not None}
+    if len(res.accounts) > max_label_values:
+        keep = sorted(res.accounts)[:max_label_values]
+        res.overflow["account"] = len(res.accounts) - max_label_values
+        res.accounts = {a: res.accounts[a] for a in keep}
+    if per_user:
+        distinct = Counter(u for _, u in users)
+        if len(distinct) > max_label_values:
+            keep_users = set(sorted(distinct)[:max_label_values])
+            res.overflow["user"] = len(distinct) - max_label_values
+            users = {k: v for k, v in users.items() if k[1] in keep_users}
+        res.users = users
+    return res
+
+
+def sshare_families(res: ShareResult) -> list[MetricFamily]:
+    if not res.accounts and not res.users and not res.malformed:
+        return []  # no accounting: nothing to report
+    families: list[MetricFamily] = []
+    for spec, key in (
+        (cat.ACCOUNT_FAIRSHARE, "fairshare"),
+        (cat.ACCOUNT_FAIRSHARE_NORM_SHARES, "norm_shares"),
+        (cat.ACCOUNT_FAIRSHARE_NORM_USAGE, "norm_usage"),
+        (cat.ACCOUNT_FAIRSHARE_RAW_SHARES, "raw_shares"),
+        (cat.ACCOUNT_FAIRSHARE_RAW_USAGE, "raw_usage"),
+    ):
+        fam = spec.family()
+        for account in sorted(res.accounts):
+            value = res.accounts[account].get(key)
+            if value is not None:
+                fam.add((account,), value)
+        families.append(fam)
+    if res.users:
+        fam = cat.USER_FAIRSHARE.family()
+        for account, user in sorted(res.users):
+            fam.add((account, user), res.users[(account, user)])
+        families.append(fam)
+    if res.overflow:
+        fam = cat.LABEL_OVERFLOW.family()
+        for label in sorted(res.overflow):
+            fam.add((f"sshare_{label}",), res.overflow[label])
+        families.append(fam)
+    bad = cat.MALFORMED_RECORDS.family()
+    bad.add(("sshare",), res.malformed)
+    families.append(bad)
+    return families
+
+
+@register
+class SshareCollector(PolledSlurmCollector):
+    name = "sshare"
+    group = "slurm"
+    default_roles = ("head",)
+    description = "Slurm fairshare per account (and user) from sshare; nothing without accounting."
+    command = "sshare"
+
+    def poll(self) -> list[MetricFamily]:
+        out = self.runner.run(SSHARE_ARGS).stdout
+        res = parse_sshare(out, self.settings.max_label_values, self.settings.per_user)
+        return sshare_families(res)

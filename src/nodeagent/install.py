@@ -1,0 +1,460 @@
+"""`nodeagent install --role ROLE [--config FILE]` and `nodeagent uninstall`.
+
+install writes what a node needs to run the agent under systemd and enables
+it, idempotently (a second run with the same arguments changes nothing):
+
+- the config: FILE is validated, then copied to /etc/nodeagent/config.yaml
+  (a file it replaces is kept as config.yaml.pre-install); without --config
+  the config already there is validated;
+- the units: the .deb ships nodeagent@.service and its per-role drop-ins in
+  /usr/lib/systemd/system; where no such unit exists (a pip install) they are
+  written to /etc/systemd/system from the copies in the package, with
+  ExecStart pointing at this installation's `nodeagent`;
+- enablement: nodeagent@ROLE.service is enabled (and started, or restarted when
+  its config or unit changed, when systemd runs), and the other roles'
+  instances are disabled: a node runs one role.
+
+What install did is recorded in /var/lib/nodeagent/install.json, so that
+uninstall reverses exactly that: it disables and stops every instance, removes
+the units install wrote, and restores (or removes) the config.
+
+`root` points every path at another tree (tests, image builds); systemd is
+then driven with `systemctl --root`, which enables without starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+ROLES = ("compute", "head", "login")
+UNIT_TEMPLATE = "nodeagent@.service"
+# unit files in the package's data directory, relative to data/systemd
+UNIT_FILES = (
+    UNIT_TEMPLATE,
+    "nodeagent@compute.service.d/role.conf",
+    "nodeagent@head.service.d/role.conf",
+)
+# where systemd looks for system units, most specific first
+UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+LOCAL_UNIT_DIR = "etc/systemd/system"
+CONFIG_FILE = "etc/nodeagent/config.yaml"
+CONFIG_BACKUP = "etc/nodeagent/config.yaml.pre-install"
+MANIFEST = "var/lib/nodeagent/install.json"
+PACKAGED_EXEC = "/usr/bin/nodeagent"
+WRITTEN_MARK = "# Written by `nodeagent install`; `nodeagent uninstall` removes it.\n"
+SERVICE_USER = "nodeagent"
+
+EX_OK = 0
+EX_FAILED = 1
+EX_USAGE = 64
+EX_CONFIG = 78  # the daemon's exit status for a bad config (RestartPreventExitStatus=)
+
+COMMAND_TIMEOUT = 90.0
+
+
+class InstallError(Exception):
+    pass
+
+
+def instance(role: str) -> str:
+    return f"nodeagent@{role}.service"
+
+
+def packaged_unit_text(name: str, exec_path: str = PACKAGED_EXEC) -> str:
+    """A unit file from the package's data, marked as written by install,
+    with ExecStart pointing at exec_path."""
+    node = resources.files("nodeagent") / "data" / "systemd"
+    for part in name.split("/"):
+        node = node / part
+    text = node.read_text(encoding="utf-8")
+    if exec_path != PACKAGED_EXEC:
+        text = text.replace(f"ExecStart={PACKAGED_EXEC} ", f"ExecStart={exec_path} ")
+    return WRITTEN_MARK + text
+
+
+def default_exec_path() -> str:
+    """The `nodeagent` of this installation: next to the interpreter (a
+    virtualenv or /usr/local), else the first on PATH, else the .deb's."""
+    beside = Path(sys.executable).with_name("nodeagent")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("nodeagent") or PACKAGED_EXEC
+
+
+@dataclass
+class _Session:
+    root: Path
+    systemctl: str
+    systemd_running: bool
+    out: TextIO
+    verb: str = "install"
+    changed: bool = False
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    # ---- paths and files ------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def show(self, p: Path) -> str:
+        return "/" + str(p.relative_to(self.root))
+
+    def say(self, message: str) -> None:
+        self.out.write(f"nodeagent {self.verb}: {message}\n")
+
+    def write_if_changed(self, p: Path, text: str, mode: int = 0o644) -> bool:
+        try:
+            if p.read_text(encoding="utf-8") == text:
+                return False
+        except FileNotFoundError:
+            pass
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, p)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        self.changed = True
+        return True
+
+    def load_manifest(self) -> None:
+        try:
+            data = json.loads(self.path(MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        except (OSError, ValueError) as e:
+            raise InstallError(f"cannot read {self.show(self.path(MANIFEST))}: {e}") from None
+        self.manifest = data if isinstance(data, dict) else {}
+
+    def save_manifest(self) -> None:
+        text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
+        # not `changed`: the manifest is bookkeeping, not something the service reads
+        saved = self.changed
+        self.write_if_changed(self.path(MANIFEST), text)
+        self.changed = saved
+
+    # ---- systemd ----------------------------------------------------------
+    def systemctl_run(self, *args: str) -> None:
+        if not os.path.isfile(self.systemctl):
+            raise InstallError(f"{self.systemctl} not found: is this a systemd machine?")
+        argv = [self.systemctl]
+        if not self.systemd_running:
+            argv.append(f"--root={self.root}")
+        argv.extend(args)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired:
+            raise InstallError(f"`{' '.join(argv)}` did not finish in {COMMAND_TIMEOUT:.0f} s") from None
+        if r.returncode != 0:
+            detail = (r.stderr or r.stdout).strip().splitlines()
+            raise InstallError(f"`{' '.join(argv)}` failed (exit {r.returncode}): {' '.join(detail[-3:])}")
+
+    def disable(self, name: str) -> None:
+        if self.systemd_running:
+            self.systemctl_run("disable", "--now", name)
+        else:
+            self.systemctl_run("disable", name)
+
+    def enabled_instances(self) -> list[str]:
+        """nodeagent@*.service instances enabled in /etc/systemd/system (any target)."""
+        found: set[str] = set()
+        base = self.path(LOCAL_UNIT_DIR)
+        if base.is_dir():
+            for wants in base.glob("*.wants"):
+                for link in wants.glob("nodeagent@*.service"):
+                    found.add(link.name)
+        return sorted(found)
+
+    def packaged_unit(self) -> Path | None:
+        for d in UNIT_DIRS[1:]:
+            p = self.path(d) / UNIT_TEMPLATE
+            if p.is_file():
+                return p
+        return None
+
+
+def _is_ours(p: Path) -> bool:
+    try:
+        with p.open(encoding="utf-8") as f:
+            return f.readline() == WRITTEN_MARK
+    except OSError:
+        return False
+
+
+def _systemd_running(root: Path) -> bool:
+    return root == Path("/") and os.path.isdir("/run/systemd/system")
+
+
+def _resolve_role(role: str, root: Path) -> str:
+    if role == "auto":
+        from nodeagent.host import Host, Roots
+        from nodeagent.roles import RoleError, detect_role
+
+        try:
+            return detect_role(Host(Roots(rootfs=str(root))), "/etc/parallelcluster/cfnconfig")
+        except RoleError as e:
+            raise InstallError(str(e)) from None
+    if role not in ROLES:
+        raise InstallError(f"unknown role {role!r}; expected {', '.join(ROLES)} or auto")
+    return role
+
+
+def _validate_config(text: str, source: str) -> str | None:
+    """None when the config is valid, else the message naming file and key."""
+    from nodeagent.config import parse_config
+    from nodeagent.settings import ConfigError
+
+    try:
+        parse_config(text, source)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _ensure_user(s: _Session, useradd: str) -> None:
+    """The unit runs as `nodeagent`; the .deb creates the user, a pip install
+    gets it here. Only on the real root: a tree under `root` is left alone."""
+    if s.root != Path("/"):
+        return
+    try:
+        pwd.getpwnam(SERVICE_USER)
+        return
+    except KeyError:
+        pass
+    argv = [useradd, "--system", "--user-group", "--home-dir", "/var/lib/nodeagent", "--no-create-home",
+            "--shell", "/usr/sbin/nologin", "--comment", "nodeagent monitoring agent", SERVICE_USER]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise InstallError(f"cannot create the {SERVICE_USER} user: {e}") from None
+    if r.returncode != 0:
+        raise InstallError(f"cannot create the {SERVICE_USER} user: {r.stderr.strip()}")
+    s.say(f"created system user {SERVICE_USER}")
+
+
+def _install_config(s: _Session, config_path: str | None) -> None:
+    target = s.path(CONFIG_FILE)
+    if config_path is None:
+        try:
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            s.say(f"no {s.show(target)}: the role's defaults apply")
+            return
+        error = _validate_config(text, s.show(target))
+        if error:
+            raise _ConfigInvalid(error)
+        s.say(f"{s.show(target)} is valid")
+        return
+    try:
+        text = Path(config_path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise _ConfigInvalid(f"{config_path}: cannot read: {e.strerror}") from None
+    error = _validate_config(text, os.path.abspath(config_path))
+    if error:
+        raise _ConfigInvalid(error)
+    cfg_state = s.manifest.setdefault("config", {})
+    if not cfg_state:
+        # first time install touches the config: remember how to undo it
+        if target.exists():
+            if target.read_text(encoding="utf-8") != text:
+                backup = s.path(CONFIG_BACKUP)
+                shutil.copy2(target, backup)
+                cfg_state["backup"] = CONFIG_BACKUP
+                s.say(f"kept the previous config as {s.show(backup)}")
+            else:
+                cfg_state["unchanged"] = True
+        else:
+            cfg_state["created"] = True
+    if s.write_if_changed(target, text):
+        s.say(f"wrote {s.show(target)} from {config_path}")
+    else:
+        s.say(f"{s.show(target)} already matches {config_path}")
+
+
+def _install_units(s: _Session, exec_path: str) -> None:
+    local = s.path(LOCAL_UNIT_DIR) / UNIT_TEMPLATE
+    written: list[str] = s.manifest.setdefault("units", [])
+    if local.is_file() and not _is_ours(local):
+        s.say(f"using {s.show(local)} (not written by install: left as it is)")
+        return
+    packaged = s.packaged_unit()
+    if packaged is not None:
+        # the .deb's units; copies install wrote earlier would shadow them
+        for name in UNIT_FILES:
+            p = s.path(LOCAL_UNIT_DIR) / name
+            if p.is_file() and _is_ours(p):
+                _remove_ours(s, p)
+        s.say(f"using {s.show(packaged)}")
+        return
+    for name in UNIT_FILES:
+        p = s.path(LOCAL_UNIT_DIR) / name
+        if s.write_if_changed(p, packaged_unit_text(name, exec_path)):
+            s.say(f"wrote {s.show(p)}")
+        rel = f"{LOCAL_UNIT_DIR}/{name}"
+        if rel not in written:
+            written.append(rel)
+
+
+def _remove_ours(s: _Session, p: Path) -> None:
+    """Remove a unit file install wrote, and its drop-in directory once empty."""
+    p.unlink()
+    s.changed = True
+    s.say(f"removed {s.show(p)}")
+    if p.parent != s.path(LOCAL_UNIT_DIR):
+        with contextlib.suppress(OSError):
+            p.parent.rmdir()
+
+
+class _ConfigInvalid(Exception):
+    pass
+
+
+def install(
+    role: str,
+    config_path: str | None = None,
+    *,
+    root: str = "/",
+    systemctl: str = "/usr/bin/systemctl",
+    systemd_running: bool | None = None,
+    start: bool = True,
+    exec_path: str | None = None,
+    useradd: str = "/usr/sbin/useradd",
+    out: TextIO | None = None,
+) -> int:
+    """Install and enable nodeagent@ROLE.service. Returns an exit status:
+    0 done, 1 a step failed, 64 bad role, 78 the config is invalid (nothing
+    was changed then)."""
+    r = Path(root).resolve()
+    s = _Session(
+        root=r,
+        systemctl=systemctl,
+        systemd_running=_systemd_running(r) if systemd_running is None else systemd_running,
+        out=out or sys.stdout,
+    )
+    try:
+        role = _resolve_role(role, r)
+    except InstallError as e:
+        s.say(str(e))
+        return EX_USAGE
+    try:
+        s.load_manifest()
+        _install_config(s, config_path)
+        _ensure_user(s, useradd)
+        _install_units(s, exec_path or default_exec_path())
+        s.manifest["role"] = role
+        s.save_manifest()
+        if s.changed and s.systemd_running:
+            s.systemctl_run("daemon-reload")
+        for other in s.enabled_instances():
+            if other != instance(role):
+                s.disable(other)
+                s.say(f"disabled {other} (a node runs one role)")
+        s.systemctl_run("enable", instance(role))
+        if not s.systemd_running:
+            s.say(f"enabled {instance(role)}; systemd is not running here, so it was not started")
+        elif not start:
+            s.say(f"enabled {instance(role)}")
+        elif s.changed:
+            s.systemctl_run("restart", instance(role))
+            s.say(f"enabled and (re)started {instance(role)}")
+        else:
+            s.systemctl_run("start", instance(role))
+            s.say(f"{instance(role)} enabled and running; nothing changed")
+    except _ConfigInvalid as e:
+        s.say(f"invalid config, nothing changed: {e}")
+        return EX_CONFIG
+    except (InstallError, OSError) as e:
+        s.say(f"failed: {e}")
+        return EX_FAILED
+    return EX_OK
+
+
+def uninstall(
+    *,
+    root: str = "/",
+    systemctl: str = "/usr/bin/systemctl",
+    systemd_running: bool | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Reverse install: disable and stop every nodeagent@ instance, remove the
+    units install wrote and restore the config it replaced. 0 done, 1 failed."""
+    r = Path(root).resolve()
+    s = _Session(
+        root=r,
+        systemctl=systemctl,
+        systemd_running=_systemd_running(r) if systemd_running is None else systemd_running,
+        out=out or sys.stdout,
+        verb="uninstall",
+    )
+    try:
+        s.load_manifest()
+        have_systemctl = os.path.isfile(systemctl)
+        for name in s.enabled_instances():
+            if have_systemctl:
+                s.disable(name)
+            else:
+                # no systemd at all (a container): the links are all there is
+                for link in s.path(LOCAL_UNIT_DIR).glob(f"*.wants/{name}"):
+                    link.unlink()
+            s.say(f"disabled {name}")
+        for rel in s.manifest.get("units", []):
+            p = s.path(rel)
+            if p.is_file() and _is_ours(p):
+                _remove_ours(s, p)
+        cfg_state = s.manifest.get("config", {})
+        target = s.path(CONFIG_FILE)
+        if cfg_state.get("backup"):
+            backup = s.path(cfg_state["backup"])
+            if backup.is_file():
+                os.replace(backup, target)
+                s.say(f"restored {s.show(target)} from {s.show(backup)}")
+        elif cfg_state.get("created") and target.is_file():
+            target.unlink()
+            s.say(f"removed {s.show(target)}")
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            s.path(MANIFEST).unlink()
+        if s.changed and s.systemd_running:
+            s.systemctl_run("daemon-reload")
+    except (InstallError, OSError) as e:
+        s.say(f"failed: {e}")
+        return EX_FAILED
+    return EX_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python3 -m nodeagent.install uninstall`: what the .deb's prerm runs,
+    independent of the CLI."""
+    parser = argparse.ArgumentParser(prog="python3 -m nodeagent.install")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_install = sub.add_parser("install")
+    p_install.add_argument("--role", required=True, choices=(*ROLES, "auto"))
+    p_install.add_argument("--config", default=None)
+    p_install.add_argument("--no-start", action="store_true")
+    sub.add_parser("uninstall")
+    args = parser.parse_args(argv)
+    if args.command == "install":
+        return install(args.role, args.config, start=not args.no_start)
+    return uninstall()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""The on-disk spool: order, restart, cap, corruption, locking."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nodeagent.sinks.mapping import Datum
+from nodeagent.sinks.spool import Spool, SpoolLocked, close_spool, decode, encode, open_spool
+
+
+def batch(start: int, n: int, ts: float | None = None) -> list[Datum]:
+    return [
+        Datum("M", (("Partition", f"p{i % 3}"),), float(i), "Count", 60, ts if ts is not None else 1000.0 + i)
+        for i in range(start, start + n)
+    ]
+
+
+def drain(spool: Spool, step: int = 7) -> list[float]:
+    out: list[float] = []
+    while not spool.empty():
+        datums, positions, corrupt = spool.peek(step)
+        assert corrupt == 0
+        out.extend(d.value for d in datums)
+        spool.ack(positions[-1])
+        spool.release_inflight()
+    return out
+
+
+def test_encode_roundtrip() -> None:
+    b = [*batch(0, 5), Datum("Weird ü", (), -1.5e-100, "Percent", 1, 1.25)]
+    assert decode(encode(b)) == b
+
+
+def test_order_cursor_and_restart(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+    s.append(batch(0, 10))
+    s.append(batch(10, 10))
+    s.append(batch(20, 5))
+    assert s.datums == 25 and s.segments == 3
+    datums, positions, _ = s.peek(12)
+    assert [d.value for d in datums] == list(range(12))
+    s.ack(positions[7])  # accepted up to value 7 only
+    s.release_inflight()
+    assert s.datums == 17 and s.segments == 3
+    s.release()
+    # a new process: the cursor was in memory, so values 0-7 come again (at-least-once)
+    s2 = Spool(tmp_path, 1 << 20).acquire()
+    assert s2.datums == 25
+    assert drain(s2) == [float(i) for i in range(25)]
+    assert s2.datums == 0 and s2.size_bytes == 0
+    assert not list(tmp_path.glob("*.seg"))
+    s2.release()
+
+
+def test_file_names_carry_time_and_count(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+    s.append(batch(0, 3, ts=1_700_000_000.5))
+    (name,) = [p.name for p in tmp_path.glob("*.seg")]
+    assert name == "000000000001-1700000000500-3.seg"
+    assert s.oldest_timestamp() == 1_700_000_000.5
+    s.release()
+
+
+def test_partial_write_is_discarded_on_start(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+    s.append(batch(0, 3))
+    s.release()
+    (tmp_path / ".000000000002.part").write_bytes(b"half a segm")
+    s2 = Spool(tmp_path, 1 << 20).acquire()
+    assert s2.datums == 3
+    assert not list(tmp_path.glob("*.part"))
+    s2.append(batch(3, 1))
+    assert drain(s2) == [0.0, 1.0, 2.0, 3.0]
+    s2.release()
+
+
+def test_cap_drops_oldest_and_counts(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 6000).acquire()
+    dropped = 0
+    for k in range(40):
+        # random-ish values so that zlib cannot shrink segments to nothing
+        dropped += s.append(
+            [Datum("M", (("I", str(k * 100 + i)),), (k * 7919 + i) * 1.000123, "Count", 60, 1.0) for i in range(20)]
+        )
+    assert s.size_bytes <= 6000
+    assert dropped > 0
+    assert dropped + s.datums == 40 * 20  # nothing vanishes silently
+    # what is left is the newest data, in order
+    left = drain(s, step=1000)
+    assert left == sorted(left)
+    assert left[-1] == pytest.approx((39 * 7919 + 19) * 1.000123)
+    s.release()
+
+
+def test_cap_counts_only_unsent_part_of_head(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 10_000).acquire()
+    s.append(batch(0, 10))
+    _datums, positions, _ = s.peek(4)
+    s.ack(positions[-1])
+    s.release_inflight()
+    s.max_bytes = 1  # force eviction of everything on the next append
+    dropped = s.append(batch(10, 1))
+    assert dropped == 6 + 1  # 6 unsent of the head, and the new segment itself is too large
+    s.release()
+
+
+def test_corrupt_segment_is_dropped_and_counted(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+    s.append(batch(0, 4))
+    s.append(batch(4, 4))
+    s.release()
+    first = sorted(tmp_path.glob("*.seg"))[0]
+    first.write_bytes(b"garbage")
+    s2 = Spool(tmp_path, 1 << 20).acquire()
+    datums, _positions, corrupt = s2.peek(100)
+    assert corrupt == 4
+    assert [d.value for d in datums] == [4.0, 5.0, 6.0, 7.0]
+    s2.release()
+
+
+def test_another_process_holding_the_spool(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys
+                from nodeagent.sinks.spool import Spool
+                s = Spool({str(tmp_path)!r}, 1 << 20)
+                print("locked", flush=True)
+                sys.stdin.read()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SpoolLocked):
+            Spool(tmp_path, 1 << 20)
+    finally:
+        holder.kill()
+        holder.wait(5)
+    Spool(tmp_path, 1 << 20).acquire().release()  # the kernel released the dead holder's lock
+
+
+def test_one_spool_per_directory_in_a_process(tmp_path: Path) -> None:
+    a = open_spool(str(tmp_path), 1 << 20)
+    b = open_spool(str(tmp_path / "."), 2 << 20)
+    assert a is b and a.max_bytes == 2 << 20
+    close_spool(a)
+    a.append(batch(0, 1))  # still open for the second user
+    close_spool(b)
+    c = open_spool(str(tmp_path), 1 << 20)
+    assert c is not a and c.datums == 1
+    close_spool(c)
+
+
+def test_unwritable_directory_keeps_data_in_memory(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores permissions: make the path a file instead of a directory
+        target = tmp_path / "file"
+        target.write_text("x")
+        s = Spool(target / "spool", 1 << 20).acquire()
+    else:  # pragma: no cover
+        tmp_path.chmod(0o500)
+        s = Spool(tmp_path / "spool", 1 << 20).acquire()
+    s.append(batch(0, 3))
+    assert s.datums == 3
+    assert drain(s) == [0.0, 1.0, 2.0]
+    s.release()
+
+
+def test_eviction_of_segments_being_sent_is_counted_once(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 10_000).acquire()
+    s.append(batch(0, 10))
+    s.append(batch(10, 10))
+    _datums, positions, _ = s.peek(15)  # the sender holds all of the first segment and 5 of the second
+    s.max_bytes = 1
+    assert s.append(batch(20, 1)) == 1  # the new segment alone is over the cap; in-flight ones are not counted yet
+    assert s.segments == 0
+    s.ack(positions[11])  # the send delivered 12 of the 15 it had
+    assert s.release_inflight() == 20 - 12  # the rest of the evicted segments is lost, counted now
+    # a failed send: everything evicted from it counts
+    s.max_bytes = 10_000
+    s.append(batch(30, 4))
+    s.peek(4)
+    s.max_bytes = 1
+    s.append(batch(40, 1))
+    assert s.release_inflight() == 4
+    s.release()

@@ -1,0 +1,266 @@
+"""`nodeagent install` / `nodeagent uninstall` (nodeagent.install), run into
+a temporary root. Without systemd running, the real `systemctl --root`
+enables units; the live path (daemon-reload, start, restart) is checked with
+a recording fake systemctl."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from pkgtools import REPO, SYSTEMD
+
+from nodeagent.install import install, main, uninstall
+
+SYSTEMCTL = shutil.which("systemctl") or "/usr/bin/systemctl"
+needs_systemctl = pytest.mark.skipif(not os.path.exists(SYSTEMCTL), reason="systemctl not installed")
+GOOD_CONFIG = "log:\n  level: debug\n"
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file and link under root with its content hash or target."""
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "-> " + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def run_install(root: Path, role: str = "compute", config: Path | None = None, **kw: object) -> tuple[int, str]:
+    out = io.StringIO()
+    kw.setdefault("systemctl", SYSTEMCTL)
+    kw.setdefault("systemd_running", False)
+    kw.setdefault("exec_path", "/usr/bin/nodeagent")
+    rc = install(role, str(config) if config else None, root=str(root), out=out, **kw)  # type: ignore[arg-type]
+    return rc, out.getvalue()
+
+
+def run_uninstall(root: Path, **kw: object) -> tuple[int, str]:
+    out = io.StringIO()
+    kw.setdefault("systemctl", SYSTEMCTL)
+    kw.setdefault("systemd_running", False)
+    rc = uninstall(root=str(root), out=out, **kw)  # type: ignore[arg-type]
+    return rc, out.getvalue()
+
+
+def packaged_root(root: Path) -> Path:
+    """A root where the .deb is installed: units in /usr/lib/systemd/system."""
+    units = root / "usr/lib/systemd/system"
+    for name in ("nodeagent@.service", "nodeagent@compute.service.d/role.conf", "nodeagent@head.service.d/role.conf"):
+        (units / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SYSTEMD / name, units / name)
+    return root
+
+
+@needs_systemctl
+def test_pip_install_writes_units_and_enables(tmp_path: Path) -> None:
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    root = tmp_path / "root"
+    rc, out = run_install(root, "compute", config, exec_path="/opt/venv/bin/nodeagent")
+    assert rc == 0, out
+    unit = root / "etc/systemd/system/nodeagent@.service"
+    text = unit.read_text()
+    assert "ExecStart=/opt/venv/bin/nodeagent --role %i " in text
+    assert (root / "etc/systemd/system/nodeagent@compute.service.d/role.conf").is_file()
+    link = root / "etc/systemd/system/multi-user.target.wants/nodeagent@compute.service"
+    assert link.is_symlink() and os.readlink(link) == "/etc/systemd/system/nodeagent@.service"
+    assert (root / "etc/nodeagent/config.yaml").read_text() == GOOD_CONFIG
+    assert "not started" in out
+
+
+@needs_systemctl
+def test_install_twice_changes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    root = tmp_path / "root"
+    assert run_install(root, "head", config)[0] == 0
+    first = tree(root)
+    rc, out = run_install(root, "head", config)
+    assert rc == 0
+    assert tree(root) == first
+    assert "wrote" not in out
+
+
+@needs_systemctl
+def test_packaged_units_are_used_not_copied(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    rc, out = run_install(root, "login")
+    assert rc == 0, out
+    assert not (root / "etc/systemd/system/nodeagent@.service").exists()
+    link = root / "etc/systemd/system/multi-user.target.wants/nodeagent@login.service"
+    assert os.readlink(link) == "/usr/lib/systemd/system/nodeagent@.service"
+    assert "no /etc/nodeagent/config.yaml" in out
+
+
+@needs_systemctl
+def test_switching_role_disables_the_other(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    assert run_install(root, "compute")[0] == 0
+    rc, out = run_install(root, "head")
+    assert rc == 0
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert sorted(p.name for p in wants.iterdir()) == ["nodeagent@head.service"]
+    assert "disabled nodeagent@compute.service" in out
+
+
+@needs_systemctl
+def test_uninstall_restores_the_tree(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text("# the package's conffile\n")
+    before = tree(root)
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "compute", config)[0] == 0
+    assert (root / "etc/nodeagent/config.yaml").read_text() == GOOD_CONFIG
+    # a second install with another config keeps the original backup
+    config.write_text(GOOD_CONFIG + "collectors:\n  timeout: 3\n")
+    assert run_install(root, "compute", config)[0] == 0
+    rc, out = run_uninstall(root)
+    assert rc == 0, out
+    assert tree(root) == before
+
+
+@needs_systemctl
+def test_uninstall_removes_what_a_pip_install_wrote(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "compute", config)[0] == 0
+    assert run_uninstall(root)[0] == 0
+    assert tree(root) == {}
+
+
+@needs_systemctl
+def test_units_not_written_by_install_are_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    own = root / "etc/systemd/system/nodeagent@.service"
+    own.parent.mkdir(parents=True)
+    own.write_text((SYSTEMD / "nodeagent@.service").read_text().replace("MemoryMax=1G", "MemoryMax=2G"))
+    assert run_install(root, "login")[0] == 0
+    assert "MemoryMax=2G" in own.read_text()
+    assert run_uninstall(root)[0] == 0
+    assert own.is_file()
+
+
+def test_bad_config_changes_nothing_and_exits_78(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    before = tree(root)
+    config = tmp_path / "bad.yaml"
+    config.write_text("collectors:\n  timeout: -1\n")
+    rc, out = run_install(root, "compute", config)
+    assert rc == 78
+    assert "bad.yaml" in out and "collectors.timeout" in out
+    assert tree(root) == before
+
+
+def test_existing_bad_config_exits_78(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text("nonsense: [\n")
+    rc, out = run_install(root, "compute")
+    assert rc == 78, out
+
+
+def test_unknown_role(tmp_path: Path) -> None:
+    assert run_install(tmp_path, "gpu")[0] == 64
+
+
+def test_role_auto_reads_cfnconfig(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    cfn = root / "etc/parallelcluster/cfnconfig"
+    cfn.parent.mkdir(parents=True)
+    cfn.write_text("stack_name=demo\ncfn_node_type=LoginNode\n")
+    fake = tmp_path / "systemctl"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    rc, out = run_install(root, "auto", systemctl=str(fake))
+    assert rc == 0, out
+    assert "nodeagent@login.service" in out
+
+
+def test_missing_systemctl_fails_clearly(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    rc, out = run_install(root, "login", systemctl=str(tmp_path / "no-systemctl"))
+    assert rc == 1
+    assert "not found" in out
+
+
+@pytest.fixture
+def live_systemctl(tmp_path: Path) -> tuple[Path, Path]:
+    calls = tmp_path / "calls"
+    fake = tmp_path / "systemctl"
+    fake.write_text(
+        f'#!/bin/sh\necho "$*" >> {calls}\n[ "$FAIL_ON" != "" ] && [ "$1" = "$FAIL_ON" ] && exit 1\nexit 0\n'
+    )
+    fake.chmod(0o755)
+    return fake, calls
+
+
+def test_live_systemd_reloads_enables_and_restarts_on_change(
+    tmp_path: Path, live_systemctl: tuple[Path, Path]
+) -> None:
+    fake, calls = live_systemctl
+    root = tmp_path / "root"
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    kw = {"systemctl": str(fake), "systemd_running": True}
+    assert run_install(root, "compute", config, **kw)[0] == 0
+    assert calls.read_text().splitlines() == [
+        "daemon-reload", "enable nodeagent@compute.service", "restart nodeagent@compute.service"
+    ]
+    calls.unlink()
+    assert run_install(root, "compute", config, **kw)[0] == 0
+    # nothing changed: no reload, no restart; start is a no-op when running
+    assert calls.read_text().splitlines() == ["enable nodeagent@compute.service", "start nodeagent@compute.service"]
+    calls.unlink()
+    config.write_text(GOOD_CONFIG + "collectors:\n  timeout: 3\n")
+    assert run_install(root, "compute", config, **kw)[0] == 0
+    assert calls.read_text().splitlines() == [
+        "daemon-reload", "enable nodeagent@compute.service", "restart nodeagent@compute.service"
+    ]
+
+
+def test_live_systemctl_failure_is_reported(
+    tmp_path: Path, live_systemctl: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, _ = live_systemctl
+    monkeypatch.setenv("FAIL_ON", "enable")
+    rc, out = run_install(packaged_root(tmp_path / "root"), "head", systemctl=str(fake), systemd_running=True)
+    assert rc == 1
+    assert "enable nodeagent@head.service" in out and "failed" in out
+
+
+def test_manifest_records_what_install_did(tmp_path: Path, live_systemctl: tuple[Path, Path]) -> None:
+    fake, _ = live_systemctl
+    root = tmp_path / "root"
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "head", config, systemctl=str(fake))[0] == 0
+    manifest = json.loads((root / "var/lib/nodeagent/install.json").read_text())
+    assert manifest["role"] == "head"
+    assert manifest["config"] == {"created": True}
+    assert "etc/systemd/system/nodeagent@.service" in manifest["units"]
+
+
+def test_module_main_for_maintainer_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit):
+        main(["install"])  # --role is required
+    seen: list[object] = []
+    monkeypatch.setattr("nodeagent.install.uninstall", lambda **kw: seen.append(kw) or 0)
+    assert main(["uninstall"]) == 0 and seen == [{}]
+
+
+def test_prerm_calls_the_module() -> None:
+    prerm = (REPO / "packaging/debian/nodeagent.prerm").read_text()
+    assert "from nodeagent.install import main" in prerm and 'main(["uninstall"])' in prerm
