@@ -47,6 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     collectors = sub.add_parser("collectors", help="list the collector registry")
     collectors.add_argument("--json", action="store_true")
 
+    install = sub.add_parser("install", help="write and enable the systemd unit and config for a role (idempotent)")
+    install.add_argument("--role", choices=ROLE_CHOICES, required=True)
+    install.add_argument("--config", metavar="FILE", default=None, help="config file to install")
+    install.add_argument("--no-start", action="store_true", help="enable the unit but do not start it now")
+    sub.add_parser("uninstall", help="reverse `install`: disable and remove the units, restore the config")
+
+    prom = sub.add_parser("prometheus-config", help="print a Prometheus scrape config (EC2 service discovery)")
+    prom.add_argument("--cluster", required=True, help="ParallelCluster cluster name")
+    prom.add_argument("--region", required=True, help="AWS region of the cluster")
+    prom.add_argument("--scrape-interval", default="15s")
+
     from nodeagent.publish import alarms, cost, dashboards
 
     dashboards.add_dashboard_arguments(sub.add_parser("dashboard", help="CloudWatch dashboards from the catalogue"))
@@ -96,6 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "collectors":
         return cmd_collectors(args.json)
+    if command in ("install", "uninstall"):
+        from nodeagent import install
+
+        if command == "install":
+            return install.install(args.role, args.config, start=not args.no_start)
+        return install.uninstall()
+    if command == "prometheus-config":
+        from nodeagent.publish import prometheus_config
+
+        try:
+            sys.stdout.write(prometheus_config.render(args.cluster, args.region, scrape_interval=args.scrape_interval))
+        except ValueError as e:
+            print(f"nodeagent: {e}", file=sys.stderr)
+            return 64
+        return 0
     if command in ("dashboard", "alarms", "cost"):
         from nodeagent.publish import alarms, cost, dashboards
 
