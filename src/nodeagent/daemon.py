@@ -12,7 +12,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -20,11 +19,13 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from nodeagent import __version__, registry
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config
 from nodeagent.exporter import Exporter
+from nodeagent.exposition import render
 from nodeagent.host import Host, Roots
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
 from nodeagent.roles import ROLE_TABLE, RoleError, detect_role
 from nodeagent.settings import ConfigError
+from nodeagent.sinks import Sink, build_sinks
 from nodeagent.snapshot import GroupCollection
 from nodeagent.supervise import Supervisor
 from nodeagent.webconfig import load_web_config
@@ -77,7 +78,7 @@ class Agent:
     host: Host
     groups: dict[str, GroupCollection] = field(default_factory=dict)
     exporters: list[Exporter] = field(default_factory=list)
-    sinks: list[Any] = field(default_factory=list)
+    sinks: list[Sink] = field(default_factory=list)
 
     @classmethod
     def build(cls, cfg: Config, role: str, with_sinks: bool = True) -> Agent:
@@ -90,7 +91,7 @@ class Agent:
             supervisor = Supervisor(group, collectors, cfg.collectors.timeout)
             agent.groups[group] = GroupCollection(group, supervisor, exporter_cfg.min_interval)
         if with_sinks:
-            agent.sinks = build_role_sinks(cfg, role, host)
+            agent.sinks = build_sinks(cfg, role, host)
         return agent
 
     def start_exporters(self) -> None:
@@ -103,8 +104,9 @@ class Agent:
                     continue
                 web = load_web_config(ecfg.web_config) if ecfg.web_config else None
                 # The agent's own process metrics live in their own registry and
-                # are served beside the host metrics, as node_exporter does.
-                extra = (lambda: generate_latest(own)) if group == "host" else None
+                # are served beside the host metrics, as node_exporter does, with
+                # the sinks' health (spool depth, datums sent and dropped).
+                extra = (lambda: generate_latest(own) + self.sink_metrics()) if group == "host" else None
                 exporter = Exporter(group, ecfg.listen, self.groups[group], web, ecfg.web_config or "", extra)
                 self.exporters.append(exporter)
                 exporter.start()
@@ -116,6 +118,15 @@ class Agent:
         for e in self.exporters:
             e.stop()
         self.exporters.clear()
+
+    def sink_metrics(self) -> bytes:
+        families: list[MetricFamily] = []
+        for sink in self.sinks:
+            try:
+                families.extend(sink.own_metrics())
+            except Exception as e:
+                log.warning("sink_metrics_failed", sink=type(sink).__name__, error=str(e))
+        return render(families)
 
     def publish(self, now: float) -> None:
         if not self.sinks:
@@ -144,15 +155,8 @@ class Agent:
             g.close()
 
 
-def build_role_sinks(cfg: Config, role: str, host: Host) -> list[Any]:
-    from nodeagent import sinks
-
-    build = getattr(sinks, "build_sinks", None)
-    return list(build(cfg, role, host)) if build is not None else []
-
-
 def sink_interval(cfg: Config) -> float:
-    return float(getattr(cfg.cloudwatch, "interval", 60.0))
+    return cfg.cloudwatch.interval
 
 
 def _own_metrics_registry(role: str) -> CollectorRegistry:

@@ -128,3 +128,23 @@ def test_collectors_listing():
     assert rows["loadavg"]["group"] == "host" and rows["loadavg"]["port"] == 9100
     assert "compute" in rows["loadavg"]["default_roles"]
     assert run_cli("--version").stdout.startswith("nodeagent ")
+
+
+def test_sink_health_is_served_beside_host_metrics(tmp_path, agent_process):
+    """The CloudWatch sink's own metrics (spool, sent, dropped) are scraped from :9100."""
+    port = free_port()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"exporters: {{host: {{listen: '127.0.0.1:{port}'}}}}\n"
+        "collectors: {disable_defaults: true, enable: [loadavg]}\n"
+        f"paths: {{state_dir: '{tmp_path / 'state'}', cfnconfig: '{tmp_path / 'none'}'}}\n"
+        # nothing listens on port 9 (discard): CloudWatch is unreachable, data waits in the spool
+        "cloudwatch: {cluster_name: demo, region: us-east-1, endpoint_url: 'http://127.0.0.1:9'}\n"
+    )
+    agent = agent_process(["--role", "login", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "node_load1 " in body
+    assert "nodeagent_cloudwatch_spool" in body
+    rc, _, err = agent.stop()
+    assert rc == 0, err
