@@ -8,14 +8,17 @@ fixture trees in tests. No other module names "/proc" or "/sys".
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class CommandError(RuntimeError):
@@ -261,21 +264,29 @@ class Host:
         argv = [str(a) for a in argv]
         started = self.monotonic()
         try:
-            proc = subprocess.run(
+            # its own process group, so a timeout kills what it started too
+            # (a wrapper script's children would otherwise hold the pipes open)
+            proc = subprocess.Popen(
                 argv,
-                capture_output=True,
-                timeout=timeout,
-                env=dict(env) if env is not None else None,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
-                check=False,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired as e:
-            raise CommandTimeout(argv, f"timed out after {timeout:g}s") from e
         except OSError as e:
             raise CommandError(argv, f"cannot run: {e.strerror or e}") from e
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            self.kill_group(proc)
+            raise CommandTimeout(argv, f"timed out after {timeout:g}s") from e
+        except BaseException:
+            self.kill_group(proc)
+            raise
         duration = self.monotonic() - started
-        stdout = proc.stdout.decode("utf-8", errors="replace")
-        stderr = proc.stderr.decode("utf-8", errors="replace")
+        stdout = out.decode("utf-8", errors="replace")
+        stderr = err.decode("utf-8", errors="replace")
         if check and proc.returncode != 0:
             first = (stderr.strip().splitlines() or ["(no error output)"])[0][:300]
             raise CommandError(argv, f"exited with {proc.returncode}: {first}", proc.returncode)
@@ -291,10 +302,22 @@ class Host:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env=dict(env) if env is not None else None,
+            start_new_session=True,  # kill_group() reaches its children too
             text=True,
             encoding="utf-8",
             errors="replace",
         )
+
+    @staticmethod
+    def kill_group(proc: subprocess.Popen[Any]) -> None:
+        """SIGKILL a command started by run()/popen_lines() and everything in
+        its process group, then reap it."""
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)
 
     # ---- system facts -----------------------------------------------------
     @staticmethod

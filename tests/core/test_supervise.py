@@ -130,3 +130,20 @@ def test_concurrent_scrapes_share_one_collection_and_min_interval_holds():
     group.get(max_age=0)
     assert good.calls == 2
     group.close()
+
+
+def test_command_timeout_kills_the_whole_process_group():
+    """A wrapper whose child holds the output pipe open must not outlive the timeout."""
+    import subprocess as sp
+
+    import pytest
+
+    from nodeagent.host import CommandTimeout
+
+    marker = "sleep 31.4159"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="timed out after 0.5s"):
+        Host().run(["bash", "-c", f"{marker} & {marker}"], timeout=0.5)
+    assert time.monotonic() - started < 3
+    time.sleep(0.1)
+    assert sp.run(["pgrep", "-f", marker], capture_output=True).returncode == 1  # nothing left running

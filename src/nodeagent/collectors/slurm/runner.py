@@ -16,6 +16,7 @@ import contextlib
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -84,7 +85,7 @@ class SlurmRunner:
         proc = self.host.popen_lines(argv, env=command_env(self.settings))
         with self._lock:
             if self._closed:
-                proc.kill()
+                self.host.kill_group(proc)
             self._running = proc
         assert proc.stdout is not None and proc.stderr is not None
         out_fd = proc.stdout.fileno()
@@ -114,7 +115,7 @@ class SlurmRunner:
             except subprocess.TimeoutExpired:
                 raise CommandTimeout(argv, f"timed out after {timeout:g}s") from None
         except BaseException:
-            self._kill(proc)
+            self.host.kill_group(proc)
             raise
         finally:
             sel.close()
@@ -129,13 +130,6 @@ class SlurmRunner:
             raise CommandError(argv, f"exited with {returncode}: {first}", returncode)
         return self.host.monotonic() - started
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen[str]) -> None:
-        with contextlib.suppress(OSError):
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-
     def close(self) -> None:
         """Kill a command still running (agent stop or reload)."""
         with self._lock:
@@ -143,4 +137,4 @@ class SlurmRunner:
             proc = self._running
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(OSError):
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
