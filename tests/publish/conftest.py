@@ -3,7 +3,6 @@ and CloudWatch Logs (ports 15200-15299), and the catalogue views they use."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

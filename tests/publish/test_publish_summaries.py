@@ -7,7 +7,6 @@ import pytest
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.catalogue import gpu as g
 from nodeagent.catalogue import host_extra as hx
-from nodeagent.catalogue import sinks as csink
 from nodeagent.catalogue import summaries as cs
 from nodeagent.model import MetricFamily
 from nodeagent.sinks import gpu_summary, io_summary
@@ -165,16 +164,3 @@ def test_summaries_map_to_cloudwatch_with_role_rollup() -> None:
     assert util == [(("Role", "compute"),), (("Role", "compute"), ("InstanceId", "i-0abc"))]
     # the head role does not publish compute summaries
     assert CloudWatchMapper("head", (), "instance_id").map(s.derive(families({})), 0.0)[0] == []
-
-
-def test_spool_summary_gives_the_backlog_the_node_identity() -> None:
-    from nodeagent.sinks.spool_summary import spool_summary
-
-    own = csink.CW_SPOOL_OLDEST_AGE.family()
-    own.add((), 321.5)
-    depth = csink.CW_SPOOL_DATUMS.family()
-    depth.add((), 7)
-    assert values(spool_summary([depth, own], *IDENT)) == {cs.SPOOL_OLDEST_AGE.name: 321.5}
-    assert spool_summary([depth], *IDENT) == []
-    datums, _ = CloudWatchMapper("head", (), "instance_id").map(spool_summary([own], "head", "i-1"), 0.0)
-    assert sorted(d.dims for d in datums) == [(("Role", "head"),), (("Role", "head"), ("InstanceId", "i-1"))]

@@ -81,6 +81,7 @@ def _node_specs(prefix: str, labels: tuple[str, ...], where: str) -> dict[str, M
         collector="sinfo",
         labels=labels,
         group=GROUP,
+        cloudwatch=_cw("NodesNotResponding", labels),
     )
     specs["total"] = gauge(
         f"{prefix}_total",
@@ -271,6 +272,8 @@ QUEUE_PENDING_REASON = gauge(
     collector="squeue",
     labels=("reason",),
     group=GROUP,
+    # Slurm's reasons are a fixed enumeration, so the Reason dimension stays bounded
+    cloudwatch=_cw("JobsPendingByReason", ("reason",)),
 )
 PARTITION_JOBS_PENDING_REASON = gauge(
     "slurm_partition_jobs_pending_reason",

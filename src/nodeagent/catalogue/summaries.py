@@ -188,7 +188,7 @@ SPOOL_OLDEST_AGE = gauge(
     "nodeagent_node_cloudwatch_spool_oldest_age_seconds",
     "Age of the oldest datum waiting in this node's CloudWatch spool when the publish was made; 0 when the "
     "spool is empty (nodeagent_cloudwatch_spool_oldest_age_seconds with the node's identity) (CloudWatch only).",
-    collector="spool_summary",
+    collector="cloudwatch_sink",
     labels=DIMS,
     unit="seconds",
     group="agent",
