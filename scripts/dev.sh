@@ -28,8 +28,9 @@ run_pkgs=(python3 python3-venv python3-dev gcc ca-certificates)
 test_pkgs=(
   slurmctld slurmd slurm-client munge
   prometheus prometheus-node-exporter
-  debhelper dh-python dpkg-dev devscripts lintian debootstrap fakeroot
-  shellcheck systemd awscli gettext-base openssl curl procps
+  debhelper dh-python dpkg-dev devscripts lintian debootstrap fakeroot man-db
+  python3-pip python3-setuptools python3-wheel
+  shellcheck systemd awscli gettext-base openssl curl procps util-linux
 )
 pkgs=("${run_pkgs[@]}")
 if [ "$mode" = test ]; then pkgs+=("${test_pkgs[@]}"); fi
