@@ -4,10 +4,7 @@ front of it, a read-back client, and a sink factory with short timeouts."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,39 +20,6 @@ from cwtools import aws_test_env, fast_settings, free_port
 from faultproxy import FaultProxy
 
 _USED_PORTS: set[int] = set()
-
-
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    port = free_port(_USED_PORTS)
-    _USED_PORTS.add(port)
-    # the console script installed beside this interpreter (not a pyenv shim), else PATH
-    beside = Path(sys.executable).parent / "moto_server"
-    exe = str(beside) if beside.exists() else shutil.which("moto_server")
-    argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
-    proc = subprocess.Popen(
-        [*argv, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from testlib import FIXTURES
+
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.config import parse_config
 from nodeagent.daemon import Agent

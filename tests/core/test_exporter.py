@@ -14,10 +14,10 @@ from nodeagent.exporter import Exporter
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector
+from nodeagent.settings import ConfigError
 from nodeagent.snapshot import GroupCollection
 from nodeagent.supervise import Supervisor
 from nodeagent.webconfig import WebConfig, load_web_config
-from nodeagent.settings import ConfigError
 
 
 class One(Collector):

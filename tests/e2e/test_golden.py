@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from testlib import FIXTURES
 
 P5 = FIXTURES / "p5"

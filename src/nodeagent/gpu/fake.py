@@ -40,6 +40,7 @@ import yaml
 
 from nodeagent.catalogue.gpu import DCGM_FIELDS, PROF_FIELDS
 from nodeagent.gpu.backend import GpuRef, NvmlApi, ProfilingSource
+from nodeagent.gpu.dcgm import PROF_FIELD_IDS
 from nodeagent.gpu.settings import SHIPPED_DESCRIPTIONS
 from nodeagent.settings import ConfigError
 
@@ -89,21 +90,6 @@ _GPM = {
     pynvml.NVML_GPM_METRIC_PCIE_RX_PER_SEC: ("DCGM_FI_PROF_PCIE_RX_BYTES", 1.0 / _MIB),
     pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC: ("DCGM_FI_PROF_NVLINK_TX_BYTES", 1.0 / _MIB),
     pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC: ("DCGM_FI_PROF_NVLINK_RX_BYTES", 1.0 / _MIB),
-}
-# DCGM profiling field ids (for the fake DcgmReader)
-_DCGM_PROF_IDS = {
-    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 1001,
-    "DCGM_FI_PROF_SM_ACTIVE": 1002,
-    "DCGM_FI_PROF_SM_OCCUPANCY": 1003,
-    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": 1004,
-    "DCGM_FI_PROF_DRAM_ACTIVE": 1005,
-    "DCGM_FI_PROF_PIPE_FP64_ACTIVE": 1006,
-    "DCGM_FI_PROF_PIPE_FP32_ACTIVE": 1007,
-    "DCGM_FI_PROF_PIPE_FP16_ACTIVE": 1008,
-    "DCGM_FI_PROF_PCIE_TX_BYTES": 1009,
-    "DCGM_FI_PROF_PCIE_RX_BYTES": 1010,
-    "DCGM_FI_PROF_NVLINK_TX_BYTES": 1011,
-    "DCGM_FI_PROF_NVLINK_RX_BYTES": 1012,
 }
 
 
@@ -1043,12 +1029,12 @@ class FakeDcgmReader:
             unsupported = gpu.model.unsupported | gpu.unsupported
             values: dict[int, Any] = {}
             for name in PROF_FIELDS:
-                if name in unsupported or name not in _DCGM_PROF_IDS:
+                if name in unsupported or name not in PROF_FIELD_IDS:
                     continue
                 if name not in gpu.fields and name not in gpu.model.fields:
                     continue
                 value = fake._value(gpu, name)
-                values[_DCGM_PROF_IDS[name]] = value
+                values[PROF_FIELD_IDS[name]] = value
             out[gpu.index] = values
         return out
 
