@@ -6,15 +6,18 @@ the serving threads live)."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from nodeagent import __version__, registry
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config
@@ -159,9 +162,22 @@ def sink_interval(cfg: Config) -> float:
     return cfg.cloudwatch.interval
 
 
+class _AddressSpaceLimit:
+    """process_virtual_memory_max_bytes, which node_exporter serves for itself
+    and Node Exporter Full graphs, but prometheus_client's ProcessCollector lacks."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        limit = float(2**64 - 1) if soft == resource.RLIM_INFINITY else float(soft)
+        yield GaugeMetricFamily(
+            "process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.", value=limit
+        )
+
+
 def _own_metrics_registry(role: str) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=reg)
+    reg.register(_AddressSpaceLimit())
     return reg
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 import subprocess
 import threading
@@ -19,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from nodeagent.workers import DaemonWorkers
 
 
 class CommandError(RuntimeError):
@@ -59,39 +60,7 @@ class CommandResult:
     duration: float
 
 
-class _DaemonWorkers:
-    """A pool of daemon threads that grows when every worker is busy.
-
-    For calls that may block in the kernel for ever (statfs of a dead NFS or
-    Lustre server): a worker stuck there is simply not idle any more, and being
-    a daemon thread it never holds up the agent's exit, as the threads of
-    concurrent.futures would. Reusing workers saves a thread start per mount
-    per scrape."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        if start:
-            threading.Thread(target=self._work, name=self._name, daemon=True).start()
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            job()
-            with self._lock:
-                self._idle += 1
-
-
-_STAT_WORKERS = _DaemonWorkers("statfs")
+_STAT_WORKERS = DaemonWorkers("statfs")
 
 
 class Host:
@@ -192,6 +161,31 @@ class Host:
         finally:
             os.close(dfd)
         return out
+
+    @staticmethod
+    def read_records(path: Path, max_bytes: int, record_size: int = 16384) -> bytes:
+        """Everything readable now, without blocking, from a record device
+        (/dev/kmsg: one record per read, EAGAIN once caught up) or a plain
+        file, at most about max_bytes. Records the kernel overwrote while
+        being read (EPIPE) are skipped. Raises OSError when it cannot be opened."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        chunks: list[bytes] = []
+        total = 0
+        try:
+            while total < max_bytes:
+                try:
+                    data = os.read(fd, record_size)
+                except BlockingIOError:
+                    break
+                except BrokenPipeError:
+                    continue
+                if not data:
+                    break
+                chunks.append(data)
+                total += len(data)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
 
     @staticmethod
     def listdir(path: Path) -> list[str]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 
 import structlog
@@ -22,6 +20,7 @@ import structlog
 from nodeagent.catalogue import agent as agent_cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector
+from nodeagent.workers import DaemonWorkers
 
 log = structlog.get_logger("nodeagent.supervise")
 
@@ -39,50 +38,98 @@ class RunResult:
         return sum(len(f.samples) for f in self.families)
 
 
+class _Batch:
+    """Collectors run one after another in one worker thread: one thread
+    hand-off per scrape instead of one per collector. The supervisor watches
+    the collector in progress; one that overruns the timeout is abandoned with
+    its thread, and the rest of the batch continues in a fresh one."""
+
+    def __init__(self, collectors: list[Collector]) -> None:
+        self.collectors = collectors
+        self.results: dict[str, RunResult] = {}
+        self.current: Collector | None = None
+        self.current_started = 0.0
+        self.done = False
+        self.abandoned = False
+        self.cond = threading.Condition()
+
+    def run(self) -> None:
+        for c in self.collectors:
+            with self.cond:
+                if self.abandoned:
+                    break
+                self.current, self.current_started = c, time.monotonic()
+            started = time.monotonic()
+            try:
+                result = RunResult(c.name, list(c.collect()), time.monotonic() - started, True)
+            except Exception as e:
+                result = RunResult(c.name, [], time.monotonic() - started, False, f"{type(e).__name__}: {e}")
+            with self.cond:
+                self.results[c.name] = result
+                self.current = None
+                self.cond.notify_all()
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+    def still_running(self, collector: Collector) -> bool:
+        with self.cond:
+            return self.current is collector
+
+
 class Supervisor:
     def __init__(self, group: str, collectors: Sequence[Collector], timeout: float) -> None:
         self.group = group
         self.collectors = list(collectors)
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(2, len(self.collectors) + 2), thread_name_prefix=f"collect-{group}"
-        )
-        self._stuck: dict[str, Future[tuple[list[MetricFamily], float]]] = {}
+        self._workers = DaemonWorkers(f"collect-{group}")
+        # collectors whose earlier run is still stuck, and the batch it is stuck in
+        self._stuck: dict[str, _Batch] = {}
         self._last_ok: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def run_all(self) -> list[RunResult]:
-        """Run every collector once, concurrently, all bounded by one deadline."""
-        started = time.monotonic()
-        futures: dict[str, tuple[Future[tuple[list[MetricFamily], float]], float]] = {}
-        results: list[RunResult] = []
+        """Run every collector once; each one is bounded by the timeout."""
+        results: dict[str, RunResult] = {}
+        runnable: list[Collector] = []
         for c in self.collectors:
-            previous = self._stuck.get(c.name)
-            if previous is not None and not previous.done():
-                results.append(RunResult(c.name, [], 0.0, False, "still running from an earlier scrape"))
-                continue
-            self._stuck.pop(c.name, None)
-            futures[c.name] = (self._pool.submit(_timed_collect, c), time.monotonic())
-        if futures:
-            wait_futures([f for f, _ in futures.values()], timeout=self.timeout)
-        for name, (future, submitted) in futures.items():
-            if not future.done():
-                self._stuck[name] = future
-                results.append(
-                    RunResult(name, [], time.monotonic() - submitted, False, f"timed out after {self.timeout:g}s")
-                )
-                continue
-            exc = future.exception()
-            if exc is not None:
-                duration = getattr(exc, "_nodeagent_duration", time.monotonic() - started)
-                results.append(RunResult(name, [], duration, False, f"{type(exc).__name__}: {exc}"))
+            stuck = self._stuck.get(c.name)
+            if stuck is not None and stuck.still_running(c):
+                results[c.name] = RunResult(c.name, [], 0.0, False, "still running from an earlier scrape")
             else:
-                families, duration = future.result()
-                results.append(RunResult(name, families, duration, True))
-        order = {c.name: i for i, c in enumerate(self.collectors)}
-        results.sort(key=lambda r: order[r.name])
-        self._log_changes(results)
-        return results
+                self._stuck.pop(c.name, None)
+                runnable.append(c)
+        while runnable:
+            batch = _Batch(runnable)
+            self._workers.submit(batch.run)
+            hung = self._wait(batch)
+            results.update(batch.results)
+            if hung is not None:
+                results[hung.name] = RunResult(
+                    hung.name, [], time.monotonic() - batch.current_started, False,
+                    f"timed out after {self.timeout:g}s",
+                )
+                self._stuck[hung.name] = batch
+            runnable = [c for c in runnable if c.name not in results]
+        ordered = [results[c.name] for c in self.collectors]
+        self._log_changes(ordered)
+        return ordered
+
+    def _wait(self, batch: _Batch) -> Collector | None:
+        """Wait for the batch; the collector that overran the timeout, if any
+        (the batch is then abandoned: it stops after that collector returns)."""
+        with batch.cond:
+            while not batch.done:
+                current = batch.current
+                if current is None:  # between two collectors, or not started yet
+                    batch.cond.wait(self.timeout)
+                    continue
+                remaining = batch.current_started + self.timeout - time.monotonic()
+                if remaining <= 0:
+                    batch.abandoned = True
+                    return current
+                batch.cond.wait(remaining)
+        return None
 
     def _log_changes(self, results: list[RunResult]) -> None:
         with self._lock:
@@ -110,15 +157,3 @@ class Supervisor:
                 c.close()
             except Exception as e:  # a broken close must not block shutdown
                 log.warning("collector_close_failed", collector=c.name, error=str(e))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _timed_collect(collector: Collector) -> tuple[list[MetricFamily], float]:
-    started = time.monotonic()
-    try:
-        families = list(collector.collect())
-    except Exception as e:
-        # the duration of a failed run still belongs in the meta metrics
-        e._nodeagent_duration = time.monotonic() - started  # type: ignore[attr-defined]
-        raise
-    return families, time.monotonic() - started
