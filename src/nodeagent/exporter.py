@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import html
 import socket
 import ssl
@@ -21,7 +22,7 @@ import structlog
 
 from nodeagent import __version__
 from nodeagent.exposition import CONTENT_TYPE
-from nodeagent.snapshot import GroupCollection
+from nodeagent.snapshot import GroupCollection, Snapshot
 from nodeagent.webconfig import BasicAuth, WebConfig, ssl_context
 
 log = structlog.get_logger("nodeagent.exporter")
@@ -83,16 +84,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not found\n", "text/plain; charset=utf-8")
 
     def _metrics(self, exporter: Exporter) -> None:
+        gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
         try:
-            snapshot = exporter.collection.get()
-            body = snapshot.body
-            extra = exporter.extra_body()
-            gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
-            if extra:
-                body += extra
-                payload = _gzip(body) if gzip_ok else body
-            else:
-                payload = snapshot.gzipped() if gzip_ok else body
+            payload = exporter.payload(gzip_ok)
         except Exception as e:  # a scrape must never take the server down
             log.error("scrape_failed", group=exporter.group, error=f"{type(e).__name__}: {e}")
             self._send(500, f"collection failed: {type(e).__name__}\n".encode(), "text/plain; charset=utf-8")
@@ -113,12 +107,6 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the scraper went away
 
 
-def _gzip(body: bytes) -> bytes:
-    import gzip
-
-    return gzip.compress(body, compresslevel=5)
-
-
 class Exporter:
     def __init__(
         self,
@@ -135,6 +123,8 @@ class Exporter:
         self.collection = collection
         self.metrics_path = metrics_path
         self._extra = extra
+        self._payload: tuple[Snapshot, bytes, bytes | None] | None = None
+        self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
         self._server = _Server(parse_listen(listen))
         self._server.exporter = self
@@ -161,8 +151,22 @@ class Exporter:
             return False
         return self._auth.check(user, password)
 
-    def extra_body(self) -> bytes:
-        return self._extra() if self._extra is not None else b""
+    def payload(self, gzipped: bool) -> bytes:
+        """The body of /metrics: the group's shared snapshot plus the extra
+        text (the agent's own metrics), both made once per collection."""
+        snapshot = self.collection.get()
+        if self._extra is None:
+            return snapshot.gzipped() if gzipped else snapshot.body
+        with self._payload_lock:
+            if self._payload is None or self._payload[0] is not snapshot:
+                self._payload = (snapshot, snapshot.body + self._extra(), None)
+            snap, body, packed = self._payload
+            if not gzipped:
+                return body
+            if packed is None:
+                packed = gzip.compress(body, compresslevel=5)
+                self._payload = (snap, body, packed)
+            return packed
 
     def landing_page(self) -> bytes:
         title = html.escape(f"nodeagent {__version__}: {self.group} metrics")
