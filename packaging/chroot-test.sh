@@ -144,6 +144,7 @@ version=$(in_root nodeagent --version) || fail "nodeagent --version"
 want=$(dpkg-deb -f "$deb" Version)
 [ "$version" = "nodeagent $want" ] || fail "nodeagent --version printed '$version', expected 'nodeagent $want'"
 phase "nodeagent --version: $version"
+in_root test -x /usr/sbin/nodeagent-slurm-health || fail "/usr/sbin/nodeagent-slurm-health is missing"
 for role in $roles; do
     rc=0
     in_root nodeagent check --role "$role" > "$work/check-$role.txt" 2>&1 || rc=$?

@@ -40,9 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--once", action="store_true", help="print one collection and exit")
 
-    check = sub.add_parser("check", help="validate the config and run every enabled collector once")
+    check = sub.add_parser("check", help="health of this node and its agent (config, unit, endpoints, collectors, "
+                           "GPUs, EFA, Lustre, Slurm, CloudWatch); exit 0 healthy, 1 unhealthy, 78 bad config")
     _common(check)
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--no-endpoints", action="store_true",
+                       help="skip the systemd unit and HTTP endpoint checks (the agent is not meant to run yet)")
+    check.add_argument("--slurm-health", action="store_true",
+                       help="Slurm HealthCheckProgram mode: node-local checks only, then drain this node on a "
+                       "node-fatal finding (reason 'nodeagent: ...') or clear a drain nodeagent set")
+    check.add_argument("--node", metavar="NAME", default=None,
+                       help="with --slurm-health: this node's Slurm name (default $SLURMD_NODENAME)")
+    check.add_argument("--dry-run", action="store_true",
+                       help="with --slurm-health: say what would be done to the node, change nothing")
 
     collectors = sub.add_parser("collectors", help="list the collector registry")
     collectors.add_argument("--json", action="store_true")
@@ -137,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "check":
             from nodeagent import check
 
-            return check.main(cfg, role, args.json)
+            options = check.CheckOptions(endpoints=not args.no_endpoints, slurm_health=args.slurm_health,
+                                         dry_run=args.dry_run, node=args.node)
+            return check.main(cfg, role, args.json, options=options)
         if args.once:
             return cmd_once(cfg, role)
         return Daemon(args.config, args.role).run(cfg, role)

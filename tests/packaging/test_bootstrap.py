@@ -17,7 +17,7 @@ import yaml
 from pkgtools import CONFIG, PACKAGING, REPO, dummy_deb, make_fakes
 
 SCRIPTS = sorted([*CONFIG.rglob("*.sh"), *PACKAGING.glob("*.sh")])
-MAINTAINER_SCRIPTS = [PACKAGING / "debian" / f"nodeagent.{s}" for s in ("postinst", "prerm", "postrm")]
+MAINTAINER_SCRIPTS = [PACKAGING / "debian" / f"nodeagent{s}" for s in (".postinst", ".prerm", ".postrm", "-slurm-health")]
 NODE_TYPES = {"HeadNode": "head", "ComputeFleet": "compute", "LoginNode": "login"}
 
 
