@@ -26,7 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 # packaging tool chain, shellcheck, systemd-analyze, the AWS CLI, envsubst.
 run_pkgs=(python3 python3-venv python3-dev gcc ca-certificates)
 test_pkgs=(
-  slurmctld slurmd slurm-client munge
+  slurmctld slurmd slurm-client munge slurmdbd mariadb-server-core mariadb-client-core
   prometheus prometheus-node-exporter
   debhelper dh-python dpkg-dev devscripts lintian debootstrap fakeroot man-db
   python3-pip python3-setuptools python3-wheel
