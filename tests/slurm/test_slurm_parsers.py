@@ -386,7 +386,7 @@ def test_sshare_parsable_lines() -> None:
     assert s["slurm_user_fairshare"] == {("physics", "alice"): 0.35, ("chem|istry", "bob"): 0.8}
     assert s["nodeagent_slurm_malformed_records"][("sshare",)] == 1
     capped = parse_sshare(text, max_label_values=1, per_user=True)
-    assert list(capped.accounts) == ["chem|istry"] and capped.overflow == {"account": 2, "user": 1}
+    assert list(capped.accounts) == ["root"] and capped.overflow == {"account": 2, "user": 1}  # most usage
 
 
 def test_squeue_garbage_without_newlines_fails_fast() -> None:
@@ -402,3 +402,15 @@ def test_squeue_garbage_without_newlines_fails_fast() -> None:
     counter.feed(b"squeue: error: slurm_load_jobs: Unable to contact slurm controller\n" * 1000)
     res = aggregate(counter.finish(), SqueueFormat())
     assert (res.jobs, res.malformed) == (0, 1000)
+
+
+def test_sshare_cap_keeps_the_heaviest_accounts_and_users() -> None:
+    """Fairshare cannot be summed into "(other)": the cap keeps the accounts
+    with the most usage and the user rows with the lowest factor, and counts
+    what it left out."""
+    lines = [f"1|0.1|{usage}|0.1|0.5||  acct{usage}" for usage in (10, 500, 30, 900)]
+    lines += [f"1|0.1|0|0.1|{fs}|user{i}|  acct900" for i, fs in enumerate((0.9, 0.1, 0.5))]
+    res = parse_sshare("\n".join(lines) + "\n", max_label_values=2, per_user=True)
+    assert sorted(res.accounts) == ["acct500", "acct900"]
+    assert sorted(res.users) == [("acct900", "user1"), ("acct900", "user2")]
+    assert res.overflow == {"account": 2, "user": 1}

@@ -51,6 +51,8 @@ class SlurmSettings:
     # per-account series (slurm_account_*): off by default
     per_account: bool = False
     # at most this many distinct values of a user-controlled label (user,
-    # account, pending reason); the rest are summed into the value "(other)"
-    # and counted in nodeagent_slurm_label_overflow
+    # account, pending reason); job counts beyond it are summed into the value
+    # "(other)"; fairshare (not a sum) keeps the accounts with the most usage
+    # and the user rows with the lowest factor. Either way the values left out
+    # are counted in nodeagent_slurm_label_overflow
     max_label_values: int = field(default=100, metadata={"check": _check_label_cap})

@@ -13,7 +13,6 @@ arrive indented by their depth in the tree, which is stripped.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 
 from nodeagent.catalogue import slurm as cat
@@ -66,16 +65,18 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
                 users[(account, user)] = fs
             continue
         res.accounts[account] = {k: v for k, v in values.items() if v is not None}
+    # Fairshare values cannot be summed into "(other)" like job counts: a cap
+    # keeps the accounts with the most usage and the (account, user) rows with
+    # the lowest factor (the heaviest users), and counts what it left out.
     if len(res.accounts) > max_label_values:
-        keep = sorted(res.accounts)[:max_label_values]
+        ranked = sorted(res.accounts, key=lambda a: (-res.accounts[a].get("raw_usage", 0.0), a))
         res.overflow["account"] = len(res.accounts) - max_label_values
-        res.accounts = {a: res.accounts[a] for a in keep}
+        res.accounts = {a: res.accounts[a] for a in ranked[:max_label_values]}
     if per_user:
-        distinct = Counter(u for _, u in users)
-        if len(distinct) > max_label_values:
-            keep_users = set(sorted(distinct)[:max_label_values])
-            res.overflow["user"] = len(distinct) - max_label_values
-            users = {k: v for k, v in users.items() if k[1] in keep_users}
+        if len(users) > max_label_values:
+            ranked_rows = sorted(users, key=lambda k: (users[k], k))
+            res.overflow["user"] = len(users) - max_label_values
+            users = {k: users[k] for k in ranked_rows[:max_label_values]}
         res.users = users
     return res
 
