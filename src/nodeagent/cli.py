@@ -10,19 +10,24 @@ from collections.abc import Sequence
 from nodeagent import __version__, registry
 from nodeagent.config import Config, load_config
 from nodeagent.daemon import EX_CONFIG, Agent, Daemon, host_from_config, resolve_role
+from nodeagent.exposition import render
 from nodeagent.log import setup_logging
+from nodeagent.model import merge_families
 from nodeagent.roles import ROLE_TABLE, RoleError
 from nodeagent.settings import ConfigError
 
 ROLE_CHOICES = ("compute", "head", "login", "auto")
 
 
-def _common(p: argparse.ArgumentParser, role_default: str | None = None) -> None:
-    p.add_argument("--role", choices=ROLE_CHOICES, default=role_default,
+def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    """Options accepted before and after the subcommand; on the subcommand
+    they must not reset what was given before it."""
+    default = argparse.SUPPRESS if sub else None
+    p.add_argument("--role", choices=ROLE_CHOICES, default=default,
                    help="node role (default: the config's `role`, else auto from ParallelCluster's cfnconfig)")
-    p.add_argument("--config", metavar="PATH", default=None,
+    p.add_argument("--config", metavar="PATH", default=default,
                    help="config file (default /etc/nodeagent/config.yaml; absent = role defaults)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None)
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon (the default)")
-    _common(run)
-    run.add_argument("--once", action="store_true", help="print one collection and exit")
+    _common(run, sub=True)
+    run.add_argument("--once", action="store_true", default=argparse.SUPPRESS, help="print one collection and exit")
 
     check = sub.add_parser("check", help="health of this node and its agent (config, unit, endpoints, collectors, "
                            "GPUs, EFA, Lustre, Slurm, CloudWatch); exit 0 healthy, 1 unhealthy, 78 bad config")
-    _common(check)
+    _common(check, sub=True)
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("--no-endpoints", action="store_true",
                        help="skip the systemd unit and HTTP endpoint checks (the agent is not meant to run yet)")
@@ -101,11 +106,15 @@ def cmd_collectors(as_json: bool) -> int:
 
 
 def cmd_once(cfg: Config, role: str) -> int:
+    """One collection of every group the role serves, as one exposition: the
+    groups' own metrics (build info) are written once."""
     agent = Agent.build(cfg, role, with_sinks=False)
     try:
+        families = []
         for group in ROLE_TABLE[role].exporters:
             if agent.groups[group].supervisor.collectors:
-                sys.stdout.buffer.write(agent.groups[group].get(max_age=0).body)
+                families.extend(agent.groups[group].get(max_age=0).families)
+        sys.stdout.buffer.write(render(merge_families(families)))
         sys.stdout.flush()
     finally:
         agent.close()
@@ -152,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check.main(cfg, role, args.json, options=options)
         if args.once:
             return cmd_once(cfg, role)
-        return Daemon(args.config, args.role).run(cfg, role)
+        return Daemon(args.config, args.role, args.log_level).run(cfg, role)
     except ConfigError as e:
         # collector options are validated when collectors are built
         print(f"nodeagent: {e}", file=sys.stderr)

@@ -97,9 +97,6 @@ class Config:
     # where the config came from, for messages; not a YAML key
     source: str = field(default="(defaults)", metadata={"internal": True})
 
-    def with_role(self, role: str) -> Config:
-        return replace(self, role=role)  # type: ignore[arg-type]
-
 
 def parse_config(text: str, source: str) -> Config:
     try:

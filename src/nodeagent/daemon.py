@@ -9,9 +9,10 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -20,10 +21,12 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import GaugeMetricFamily
 
 from nodeagent import __version__, registry
+from nodeagent.catalogue import agent as agent_cat
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config
 from nodeagent.exporter import Exporter
 from nodeagent.exposition import render
 from nodeagent.host import Host, Roots
+from nodeagent.log import setup_logging
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
 from nodeagent.roles import ROLE_TABLE, RoleError, detect_role
@@ -31,7 +34,7 @@ from nodeagent.settings import ConfigError
 from nodeagent.sinks import Sink, build_sinks
 from nodeagent.snapshot import GroupCollection
 from nodeagent.supervise import Supervisor
-from nodeagent.webconfig import load_web_config
+from nodeagent.webconfig import WebConfig, load_web_config, ssl_context
 
 log = structlog.get_logger("nodeagent.daemon")
 
@@ -82,35 +85,48 @@ class Agent:
     groups: dict[str, GroupCollection] = field(default_factory=dict)
     exporters: list[Exporter] = field(default_factory=list)
     sinks: list[Sink] = field(default_factory=list)
+    # per served group: its web config and TLS context, loaded while building so
+    # that a bad certificate rejects a reload before anything is stopped
+    web: dict[str, tuple[WebConfig | None, ssl.SSLContext | None]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, cfg: Config, role: str, with_sinks: bool = True) -> Agent:
         host = host_from_config(cfg)
         spec = ROLE_TABLE[role]
         agent = cls(cfg, role, host)
-        by_group = build_collectors(cfg, role, host, spec.groups)
-        for group, collectors in by_group.items():
-            exporter_cfg = getattr(cfg.exporters, group)
-            supervisor = Supervisor(group, collectors, cfg.collectors.timeout)
-            agent.groups[group] = GroupCollection(group, supervisor, exporter_cfg.min_interval)
-        if with_sinks:
-            agent.sinks = build_sinks(cfg, role, host)
+        try:
+            by_group = build_collectors(cfg, role, host, spec.groups)
+            for group, collectors in by_group.items():
+                exporter_cfg = getattr(cfg.exporters, group)
+                supervisor = Supervisor(group, collectors, cfg.collectors.timeout)
+                agent.groups[group] = GroupCollection(
+                    group, supervisor, exporter_cfg.min_interval, extra=_build_info(role)
+                )
+            for group in spec.exporters:
+                path = getattr(cfg.exporters, group).web_config
+                web = load_web_config(path) if path else None
+                tls = ssl_context(web.tls_server_config, path or "") if web and web.tls_server_config else None
+                agent.web[group] = (web, tls)
+            if with_sinks:
+                agent.sinks = build_sinks(cfg, role, host)
+        except BaseException:
+            agent.close()
+            raise
         return agent
 
     def start_exporters(self) -> None:
-        spec = ROLE_TABLE[self.role]
-        own = _own_metrics_registry(self.role)
+        own = _own_metrics_registry()
         try:
-            for group in spec.exporters:
+            for group in ROLE_TABLE[self.role].exporters:
                 ecfg = getattr(self.cfg.exporters, group)
                 if not ecfg.enabled or not self.groups[group].supervisor.collectors:
                     continue
-                web = load_web_config(ecfg.web_config) if ecfg.web_config else None
+                web, tls = self.web[group]
                 # The agent's own process metrics live in their own registry and
                 # are served beside the host metrics, as node_exporter does, with
                 # the sinks' health (spool depth, datums sent and dropped).
                 extra = (lambda: generate_latest(own) + self.sink_metrics()) if group == "host" else None
-                exporter = Exporter(group, ecfg.listen, self.groups[group], web, ecfg.web_config or "", extra)
+                exporter = Exporter(group, ecfg.listen, self.groups[group], web, tls, extra)
                 self.exporters.append(exporter)
                 exporter.start()
         except BaseException:
@@ -137,7 +153,10 @@ class Agent:
         families: list[MetricFamily] = []
         for group in ROLE_TABLE[self.role].cloudwatch:
             if group in self.groups and self.groups[group].supervisor.collectors:
-                families.extend(self.groups[group].get().families)
+                try:
+                    families.extend(self.groups[group].get().families)
+                except Exception as e:  # publish what the other groups have
+                    log.error("publish_collect_failed", group=group, error=f"{type(e).__name__}: {e}")
         for sink in self.sinks:
             try:
                 sink.publish(families, now)
@@ -158,8 +177,13 @@ class Agent:
             g.close()
 
 
-def sink_interval(cfg: Config) -> float:
-    return cfg.cloudwatch.interval
+def _build_info(role: str) -> Callable[[], list[MetricFamily]]:
+    def families() -> list[MetricFamily]:
+        fam = agent_cat.AGENT_BUILD_INFO.family()
+        fam.add((__version__, role), 1)
+        return [fam]
+
+    return families
 
 
 class _AddressSpaceLimit:
@@ -174,7 +198,7 @@ class _AddressSpaceLimit:
         )
 
 
-def _own_metrics_registry(role: str) -> CollectorRegistry:
+def _own_metrics_registry() -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=reg)
     reg.register(_AddressSpaceLimit())
@@ -209,9 +233,10 @@ def watchdog_interval() -> float | None:
 
 
 class Daemon:
-    def __init__(self, config_path: str | None, role_arg: str | None) -> None:
+    def __init__(self, config_path: str | None, role_arg: str | None, log_level: str | None = None) -> None:
         self.config_path = config_path
         self.role_arg = role_arg
+        self.log_level = log_level  # from the command line: wins over the config on reload
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
@@ -247,17 +272,17 @@ class Daemon:
                  collectors=sum(len(g.supervisor.collectors) for g in self.agent.groups.values()))
         sd_notify(f"READY=1\nSTATUS=serving role {role}")
         watchdog = watchdog_interval()
-        next_publish = time.monotonic() + min(5.0, sink_interval(cfg))
+        next_publish = time.monotonic() + min(5.0, cfg.cloudwatch.interval)
         next_watchdog = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-                next_publish = now + min(5.0, sink_interval(self.agent.cfg))
+                next_publish = now + min(5.0, self.agent.cfg.cloudwatch.interval)
             if self.agent.sinks and now >= next_publish:
                 self.agent.publish(time.time())
-                next_publish = now + sink_interval(self.agent.cfg)
+                next_publish = now + self.agent.cfg.cloudwatch.interval
             if watchdog is not None and now >= next_watchdog:
                 if self.agent.alive():
                     sd_notify("WATCHDOG=1")
@@ -295,13 +320,19 @@ class Daemon:
         old.stop_exporters()
         try:
             new.start_exporters()
-        except (OSError, ConfigError) as e:
+        except OSError as e:
             log.error("reload_rejected", error=str(e), keeping=old.cfg.source)
             new.close()
-            old.start_exporters()
+            try:
+                old.start_exporters()
+            except OSError as e2:
+                # the watchdog pings stop (no exporter alive): systemd restarts us
+                log.error("exporters_down", error=str(e2))
             sd_notify("READY=1")
             return
         old.close()
         self.agent = new
+        if self.log_level is None:
+            setup_logging(cfg.log.level, cfg.log.format)
         log.info("config_reloaded", config=cfg.source, role=role)
         sd_notify("READY=1")

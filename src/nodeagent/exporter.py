@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import gzip
 import html
 import socket
@@ -17,13 +18,14 @@ import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import structlog
 
 from nodeagent import __version__
 from nodeagent.exposition import CONTENT_TYPE
 from nodeagent.snapshot import GroupCollection, Snapshot
-from nodeagent.webconfig import BasicAuth, WebConfig, ssl_context
+from nodeagent.webconfig import BasicAuth, WebConfig
 
 log = structlog.get_logger("nodeagent.exporter")
 
@@ -34,16 +36,52 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), int(port)  # noqa: S104 - all interfaces by default, like node_exporter
 
 
+# Connections served at once, like node_exporter's --web.max-requests=40: more
+# are closed at once instead of each taking a thread (a slow-client flood).
+MAX_CONNECTIONS = 40
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
         self.exporter: Exporter | None = None
+        self.stopped = False
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.stopped or not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release(request)
+
+    def _release(self, request: socket.socket) -> None:
+        with self._open_lock:
+            if request not in self._open:
+                return
+            self._open.discard(request)
+        self._slots.release()
 
     def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
         # The TLS handshake happens here, in the request's own thread, so a
@@ -53,13 +91,23 @@ class _Server(ThreadingHTTPServer):
             request.do_handshake()
         super().finish_request(request, client_address)
 
+    def close_connections(self) -> None:
+        """End kept-alive connections too, so that after a reload no scraper
+        is still answered by the old configuration."""
+        self.stopped = True
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def handle_error(self, request: object, client_address: object) -> None:
         log.debug("http_request_failed", client=str(client_address))
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    timeout = 30  # seconds a client may idle mid-request
+    timeout = 10  # seconds a client may idle mid-request
     protocol_version = "HTTP/1.1"
     server_version = f"nodeagent/{__version__}"
 
@@ -114,7 +162,7 @@ class Exporter:
         listen: str,
         collection: GroupCollection,
         web: WebConfig | None = None,
-        web_source: str = "",
+        tls: ssl.SSLContext | None = None,
         extra: Callable[[], bytes] | None = None,
         metrics_path: str = "/metrics",
     ) -> None:
@@ -126,14 +174,9 @@ class Exporter:
         self._payload: tuple[Snapshot, bytes, bytes | None] | None = None
         self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
-        self._server = _Server(parse_listen(listen))
+        self.tls = tls is not None
+        self._server = _Server(parse_listen(listen), tls)
         self._server.exporter = self
-        self.tls = bool(web and web.tls_server_config)
-        if web is not None and web.tls_server_config is not None:
-            ctx = ssl_context(web.tls_server_config, web_source)
-            self._server.socket = ctx.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
-            )
         self._thread: threading.Thread | None = None
 
     @property
@@ -188,5 +231,6 @@ class Exporter:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
+        self._server.close_connections()
         self._server.shutdown()
         self._server.server_close()

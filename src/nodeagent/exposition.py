@@ -75,10 +75,20 @@ def render_family(fam: MetricFamily, out: list[str], cache: LabelCache | None = 
         out.append(f'{name}{{{labels}"}} {format_value(value, style)}\n')
 
 
-def render(families: Iterable[MetricFamily]) -> bytes:
+def render(families: Iterable[MetricFamily], bad: list[str] | None = None) -> bytes:
+    """The exposition text. A family that cannot be written (a value that is
+    not a number, a label value that is not a string) is left out whole and
+    its name added to `bad`, so one collector's mistake cannot fail a scrape."""
     out: list[str] = []
     cache: LabelCache = {}
     for fam in families:
-        if fam.samples:
+        if not fam.samples:
+            continue
+        mark = len(out)
+        try:
             render_family(fam, out, cache)
+        except (TypeError, ValueError, AttributeError):
+            del out[mark:]
+            if bad is not None:
+                bad.append(fam.name)
     return "".join(out).encode("utf-8")

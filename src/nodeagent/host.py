@@ -9,8 +9,10 @@ fixture trees in tests. No other module names "/proc" or "/sys".
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -61,6 +63,10 @@ class CommandResult:
 
 
 _STAT_WORKERS = DaemonWorkers("statfs")
+# mount points whose statvfs is still stuck in a worker: shared by every Host,
+# so a reload does not pile another thread onto a mount that already hangs
+_STUCK_STATS: set[str] = set()
+_STUCK_LOCK = threading.Lock()
 
 
 class Host:
@@ -76,10 +82,6 @@ class Host:
         self._procfs = Path(self.roots.procfs)
         self._sysfs = Path(self.roots.sysfs)
         self._rootfs = Path(self.roots.rootfs)
-        # mount points whose statvfs is still stuck in a worker thread; we do
-        # not pile up more threads on a mount that already hangs.
-        self._stuck_stats: set[str] = set()
-        self._stuck_lock = threading.Lock()
 
     # ---- paths ---------------------------------------------------------
     def proc(self, *parts: str) -> Path:
@@ -117,6 +119,26 @@ class Host:
 
     def read_sys(self, *parts: str) -> str:
         return self.read_text(self.sys(*parts))
+
+    @staticmethod
+    def read_regular_text(path: Path, max_bytes: int) -> str:
+        """A regular file's text (a symlink to one is fine), refusing what is
+        not a regular file (a FIFO would block the reader for ever) and files
+        over max_bytes. For files other programs drop into our directories."""
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
+            if st.st_size > max_bytes:
+                raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read(max_bytes + 1)
+        finally:
+            os.close(fd)
+        if len(data) > max_bytes:
+            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
+        return data.decode("utf-8", errors="replace")
 
     @staticmethod
     def read_optional(path: Path) -> str | None:
@@ -219,9 +241,10 @@ class Host:
         while it stays stuck, later calls for the same mount fail at once.
         """
         path = str(self.rooted(mountpoint))
-        with self._stuck_lock:
-            if path in self._stuck_stats:
+        with _STUCK_LOCK:
+            if path in _STUCK_STATS:
                 raise StatTimeout(f"statfs of {mountpoint} is still hanging from an earlier scrape")
+            _STUCK_STATS.add(path)
         result: list[os.statvfs_result] = []
         error: list[OSError] = []
         done = threading.Event()
@@ -232,12 +255,10 @@ class Host:
             except OSError as e:
                 error.append(e)
             finally:
-                with self._stuck_lock:
-                    self._stuck_stats.discard(path)
+                with _STUCK_LOCK:
+                    _STUCK_STATS.discard(path)
                 done.set()
 
-        with self._stuck_lock:
-            self._stuck_stats.add(path)
         _STAT_WORKERS.submit(work)
         if not done.wait(timeout):
             raise StatTimeout(f"statfs of {mountpoint} timed out after {timeout:g}s")

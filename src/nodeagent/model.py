@@ -11,7 +11,7 @@ counters have no such suffix.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,8 +26,9 @@ class MetricFamily:
     type: MetricType
     labelnames: tuple[str, ...] = ()
     samples: list[tuple[LabelValues, float]] = field(default_factory=list)
-    # How values are written: "go" (like client_golang: integers without a
-    # fraction) or "fixed6" (like dcgm-exporter's %f for float fields).
+    # How values are written: "go" (whole numbers without a fraction, others
+    # as Python's shortest repr; client_golang writes large numbers in exponent
+    # form, the same value) or "fixed6" (dcgm-exporter's %f for float fields).
     value_format: Literal["go", "fixed6", "int"] = "go"
 
     def add(self, labelvalues: Sequence[str], value: float) -> None:
@@ -41,23 +42,38 @@ class MetricFamily:
         self.add((), value)
 
 
-def merge_families(
-    families: Iterable[MetricFamily], on_conflict: Callable[[str], None] | None = None
-) -> list[MetricFamily]:
-    """Join families of the same name (several collectors may add to one name),
-    keeping the first occurrence's metadata and order of appearance. A family
-    whose labels or type disagree with the first is left out and reported."""
+def merge_families(families: Iterable[MetricFamily], problems: set[str] | None = None) -> list[MetricFamily]:
+    """Join families of the same name (several collectors may add to one name,
+    a textfile may repeat one), keeping the first occurrence's metadata and
+    order. Left out, and their names added to `problems`: a family whose labels
+    or type disagree with the first, and a series (name + label values) seen
+    before, as node_exporter refuses "collected before with the same name and
+    label values". The collectors' own families are never modified."""
     by_name: dict[str, MetricFamily] = {}
+    seen: dict[str, set[tuple[str, ...]]] = {}
     for fam in families:
         existing = by_name.get(fam.name)
         if existing is None:
             by_name[fam.name] = fam
-        elif existing.labelnames == fam.labelnames and existing.type == fam.type:
-            existing.samples.extend(fam.samples)
-        elif on_conflict is not None:
-            on_conflict(fam.name)
-        else:
-            raise ValueError(f"metric {fam.name} emitted twice with different labels or type")
+            continue
+        if existing.labelnames != fam.labelnames or existing.type != fam.type:
+            if problems is not None:
+                problems.add(fam.name)
+            continue
+        labelsets = seen.get(fam.name)
+        if labelsets is None:  # first collision: copy, and index what is there
+            existing = by_name[fam.name] = MetricFamily(
+                existing.name, existing.help, existing.type, existing.labelnames,
+                list(existing.samples), existing.value_format,
+            )
+            labelsets = seen[fam.name] = {labels for labels, _ in existing.samples}
+        for labels, value in fam.samples:
+            if labels in labelsets:
+                if problems is not None:
+                    problems.add(fam.name)
+                continue
+            labelsets.add(labels)
+            existing.samples.append((labels, value))
     return list(by_name.values())
 
 

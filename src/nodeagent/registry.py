@@ -18,8 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 
-ROLES = ("compute", "head", "login")
-ALL_ROLES: tuple[str, ...] = ROLES
+ROLES: tuple[str, ...] = ("compute", "head", "login")
 
 # Every module that registers collectors. Adding a collector = one line here.
 COLLECTOR_MODULES: tuple[str, ...] = (

@@ -9,6 +9,7 @@ A dataclass field may carry metadata:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -62,14 +63,11 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:  # Optional[X]: X's own message is the clearest
             return _convert(value, options[0], source, key)
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in options:
             try:
                 return _convert(value, arg, source, key)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                continue
         raise ConfigError(source, key, f"expected {_type_name(tp)}, got {_describe(value)}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if value is None:
@@ -165,12 +163,12 @@ def check_listen(value: Any) -> str | None:
 
 
 def check_positive(value: Any) -> str | None:
-    if value is None or value > 0:
+    if value is None or (value > 0 and math.isfinite(value)):
         return None
-    return f"must be greater than 0, got {value!r}"
+    return f"must be a finite number greater than 0, got {value!r}"
 
 
 def check_non_negative(value: Any) -> str | None:
-    if value is None or value >= 0:
+    if value is None or (value >= 0 and math.isfinite(value)):
         return None
-    return f"must be 0 or more, got {value!r}"
+    return f"must be a finite number, 0 or more, got {value!r}"

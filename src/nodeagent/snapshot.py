@@ -23,10 +23,6 @@ from nodeagent.supervise import RunResult, Supervisor
 log = structlog.get_logger("nodeagent.snapshot")
 
 
-def _log_conflict(name: str) -> None:
-    log.error("metric_conflict", metric=name, error="emitted twice with different labels or type; kept the first")
-
-
 @dataclass
 class Snapshot:
     families: list[MetricFamily]
@@ -59,6 +55,7 @@ class GroupCollection:
         self._cond = threading.Condition()
         self._snapshot: Snapshot | None = None
         self._collecting = False
+        self._problems: set[str] = set()
 
     def get(self, max_age: float | None = None) -> Snapshot:
         """The last snapshot if younger than max_age (default min_interval),
@@ -92,16 +89,27 @@ class GroupCollection:
         families: list[MetricFamily] = []
         for r in results:
             families.extend(r.families)
-        families = merge_families(families, on_conflict=_log_conflict)
+        problems: set[str] = set()
+        families = merge_families(families, problems)
         families.extend(self.supervisor.meta_families(results))
         if self.extra is not None:
             families.extend(self.extra())
+        bad: list[str] = []
+        body = render(families, bad)
+        if bad:
+            problems |= set(bad)
+            families = [f for f in families if f.name not in bad]
+        if problems != self._problems:  # logged when the set changes, not every scrape
+            self._problems = problems
+            if problems:
+                log.error("metric_conflict", metrics=sorted(problems),
+                          error="left out: emitted twice (other labels or type, or the same series), or not a number")
         return Snapshot(
             families=families,
             results=results,
             taken_monotonic=time.monotonic(),
             taken_wall=time.time(),
-            body=render(families),
+            body=body,
         )
 
     def close(self) -> None:

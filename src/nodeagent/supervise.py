@@ -157,3 +157,4 @@ class Supervisor:
                 c.close()
             except Exception as e:  # a broken close must not block shutdown
                 log.warning("collector_close_failed", collector=c.name, error=str(e))
+        self._workers.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -60,6 +61,9 @@ def load_web_config(path: str) -> WebConfig:
     tls = cfg.tls_server_config
     if tls is not None and (not tls.cert_file or not tls.key_file):
         raise ConfigError(path, "tls_server_config", "cert_file and key_file are both required")
+    if tls is not None and tls.client_auth_type != "NoClientCert" and not tls.client_ca_file:
+        raise ConfigError(path, "tls_server_config.client_ca_file",
+                          f"client_auth_type {tls.client_auth_type} needs the CA that signs client certificates")
     for user, hashed in cfg.basic_auth_users.items():
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError(path, f"basic_auth_users.{user}", "must be a bcrypt hash ($2y$...)")
@@ -87,6 +91,10 @@ def ssl_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
     return ctx
 
 
+# compared against when the user is unknown (a hash of a random password, cost 10)
+_DUMMY_HASH = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds=10))
+
+
 class BasicAuth:
     """Checks user/password against bcrypt hashes. bcrypt is slow on purpose
     (~100 ms), so a successful check is remembered by a keyed digest of the
@@ -94,9 +102,11 @@ class BasicAuth:
 
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {u: h.encode() for u, h in users.items()}
-        self._key = hashlib.sha256(repr(sorted(users.items())).encode()).digest()
+        self._key = os.urandom(32)
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
+        # bcrypt costs ~70 ms of CPU: a flood of wrong passwords waits here
+        self._checks = threading.BoundedSemaphore(2)
 
     @property
     def enabled(self) -> bool:
@@ -105,13 +115,17 @@ class BasicAuth:
     def check(self, user: str, password: str) -> bool:
         hashed = self._users.get(user)
         if hashed is None:
+            # as slow as a known user's check, so timing does not tell who exists
+            with self._checks:
+                bcrypt.checkpw(password.encode(), _DUMMY_HASH)
             return False
         digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
         with self._lock:
             if digest in self._good:
                 return True
         try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
+            with self._checks:
+                ok = bcrypt.checkpw(password.encode(), hashed)
         except ValueError:
             return False
         if ok:

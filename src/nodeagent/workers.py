@@ -22,8 +22,9 @@ class DaemonWorkers:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._idle = 0
+        self._closed = False
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[[], None]) -> None:
@@ -35,12 +36,25 @@ class DaemonWorkers:
             threading.Thread(target=self._work, name=self._name, daemon=True).start()
         self._jobs.put(job)
 
+    def close(self) -> None:
+        """Let the idle workers end; a worker still stuck in a job ends when
+        the job returns."""
+        with self._lock:
+            idle, self._idle = self._idle, 0
+            self._closed = True
+        for _ in range(idle):
+            self._jobs.put(None)
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None:
+                return
             try:
                 job()
             except Exception as e:  # jobs handle their own errors; this keeps the worker alive
                 log.error("worker_job_failed", workers=self._name, error=f"{type(e).__name__}: {e}")
             with self._lock:
+                if self._closed:
+                    return
                 self._idle += 1

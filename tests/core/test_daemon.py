@@ -149,3 +149,98 @@ def test_sink_health_is_served_beside_host_metrics(tmp_path, agent_process):
     assert "nodeagent_cloudwatch_spool" in body
     rc, _, err = agent.stop()
     assert rc == 0, err
+
+
+def test_reloads_do_not_leak_threads_and_end_kept_alive_connections(tmp_path, agent_process):
+    """After SIGHUP a kept-alive scrape connection is closed (so no scraper is
+    answered by the old configuration), and repeated reloads leave no threads."""
+    import http.client
+    import os
+
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, port)
+    agent = agent_process(["--role", "compute", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    assert b"node_load1" in conn.getresponse().read()
+
+    def threads():
+        return len(os.listdir(f"/proc/{agent.proc.pid}/task"))
+
+    for _ in range(2):  # warm: first reload starts what steady state has
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.6)
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+    before = threads()
+    for _ in range(4):
+        agent.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.6)
+        wait_http(f"http://127.0.0.1:{port}/metrics")
+    assert threads() <= before
+    try:
+        conn.request("GET", "/metrics")
+        conn.getresponse().read()
+        kept = True
+    except (ConnectionError, http.client.HTTPException, OSError):
+        kept = False
+    assert not kept, "a connection from before the reload is still served"
+    assert agent.stop()[0] == 0
+
+
+def test_bad_certificate_on_reload_keeps_serving(tmp_path, agent_process):
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, port)
+    agent = agent_process(["--role", "compute", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'missing.crt'}\n  key_file: {tmp_path / 'missing.key'}\n")
+    write_config(cfg, port, extra="")
+    text = cfg.read_text().replace(f"host: {{listen: '127.0.0.1:{port}'}}",
+                                   f"host: {{listen: '127.0.0.1:{port}', web_config: '{web}'}}")
+    cfg.write_text(text)
+    agent.proc.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert agent.proc.poll() is None, "the daemon died on a bad certificate"
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read() == b"ok\n"
+    rc, _, err = agent.stop()
+    assert rc == 0 and "cannot load certificate or key" in err
+
+
+def test_connections_beyond_the_cap_are_closed_not_threaded(tmp_path, agent_process):
+    import os
+
+    from nodeagent.exporter import MAX_CONNECTIONS
+
+    cfg = tmp_path / "config.yaml"
+    port = free_port()
+    write_config(cfg, port)
+    agent = agent_process(["--role", "compute", "--config", str(cfg)])
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    before = len(os.listdir(f"/proc/{agent.proc.pid}/task"))
+    idle = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 60):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finish the request
+            idle.append(s)
+        time.sleep(0.5)
+        assert len(os.listdir(f"/proc/{agent.proc.pid}/task")) <= before + MAX_CONNECTIONS
+    finally:
+        for s in idle:
+            s.close()
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    assert agent.stop()[0] == 0
+
+
+def test_options_before_a_subcommand_are_kept():
+    from nodeagent.cli import build_parser
+
+    p = build_parser()
+    args = p.parse_args(["--role", "compute", "--config", "/x", "check", "--json"])
+    assert (args.role, args.config, args.json) == ("compute", "/x", True)
+    args = p.parse_args(["check", "--role", "head"])
+    assert args.role == "head"
+    assert p.parse_args(["--once", "run"]).once is True

@@ -17,7 +17,7 @@ from nodeagent.registry import Collector
 from nodeagent.settings import ConfigError
 from nodeagent.snapshot import GroupCollection
 from nodeagent.supervise import Supervisor
-from nodeagent.webconfig import WebConfig, load_web_config
+from nodeagent.webconfig import WebConfig, load_web_config, ssl_context
 
 
 class One(Collector):
@@ -38,7 +38,8 @@ def exporter_factory():
 
     def make(web: WebConfig | None = None):
         group = GroupCollection("host", Supervisor("host", [One(Host(), None)], timeout=2), min_interval=1)
-        e = Exporter("host", "127.0.0.1:0", group, web)
+        tls = ssl_context(web.tls_server_config, "web.yml") if web and web.tls_server_config else None
+        e = Exporter("host", "127.0.0.1:0", group, web, tls)
         e.start()
         made.append(e)
         return e

@@ -39,9 +39,19 @@ def test_value_formats():
 
 def test_merge_families_joins_same_name_and_reports_conflicts():
     a = MetricFamily("m", "h", "gauge", ("x",), [(("1",), 1.0)])
-    b = MetricFamily("m", "h", "gauge", ("x",), [(("2",), 2.0)])
+    b = MetricFamily("m", "h", "gauge", ("x",), [(("2",), 2.0), (("1",), 9.0)])
     c = MetricFamily("m", "h", "counter", ("x",), [(("3",), 3.0)])
-    conflicts: list[str] = []
-    merged = merge_families([a, b, c], on_conflict=conflicts.append)
+    problems: set[str] = set()
+    merged = merge_families([a, b, c], problems)
     assert len(merged) == 1 and merged[0].samples == [(("1",), 1.0), (("2",), 2.0)]
-    assert conflicts == ["m"]
+    assert problems == {"m"}
+    assert a.samples == [(("1",), 1.0)]  # the collector's own family is untouched
+
+
+def test_a_family_that_cannot_be_written_is_left_out_alone():
+    good = MetricFamily("node_good", "h", "gauge", ("x",), [(("a",), 1.0)])
+    broken = MetricFamily("node_broken", "h", "gauge", ("x",), [(("a",), 1.0), (("b",), None)])  # type: ignore[list-item]
+    bad: list[str] = []
+    text = render([good, broken], bad).decode()
+    assert 'node_good{x="a"} 1' in text and "node_broken" not in text
+    assert bad == ["node_broken"]

@@ -32,13 +32,6 @@ AGENT_SCRAPE_SUCCESS = gauge(
     labels=("collector",),
     group="agent",
 )
-AGENT_SNAPSHOT_AGE = gauge(
-    "nodeagent_snapshot_age_seconds",
-    "Age of the collection this scrape was served from.",
-    collector="supervisor",
-    unit="seconds",
-    group="agent",
-)
 AGENT_BUILD_INFO = gauge(
     "nodeagent_build_info",
     "nodeagent version and role; value is always 1.",

@@ -2,7 +2,7 @@
 
 Names, types, help texts and label names are node_exporter 1.5's. Label names
 are listed in the order node_exporter writes them (sorted), so our exposition
-diffs cleanly against it.
+compares series by series against it.
 """
 
 from nodeagent.catalogue.spec import MetricSpec, counter, gauge, untyped

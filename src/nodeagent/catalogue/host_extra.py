@@ -4,7 +4,8 @@ extras: EFA / InfiniBand counters and the FSx for Lustre client.
 Names, types, label names and help texts are node_exporter 1.5.0's, checked
 against its output. Label names of each family are listed in alphabetical
 order because client_golang writes them sorted; keeping the same order lets
-our text be compared line for line with node_exporter's.
+our text be compared series by series with node_exporter's (values of a
+million or more are written without client_golang's exponent form).
 """
 
 from nodeagent.catalogue.spec import MetricSpec, counter, gauge

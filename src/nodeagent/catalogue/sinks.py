@@ -23,6 +23,7 @@ name where there is none); DISK_USED_PERCENT adds Mountpoint. With
 """
 
 from nodeagent.catalogue.spec import CloudWatchSpec, counter, gauge
+from nodeagent.registry import ROLES
 
 _SINK = "cloudwatch"
 
@@ -108,7 +109,7 @@ CW_UP = gauge(
 # ---- host summary, derived from node_exporter families (CloudWatch only) --------
 _HOST_DIMS = ("role", "instance_id")
 # wherever the sink runs: head and login by default, compute nodes when enabled there
-_ALL_ROLES = ("compute", "head", "login")
+_ALL_ROLES = ROLES
 
 HOST_CPU_IDLE = gauge(
     "nodeagent_host_cpu_idle_percent",

@@ -23,12 +23,13 @@ same from the per-GPU and per-device series (config/grafana/ shows how).
 """
 
 from nodeagent.catalogue.spec import CloudWatchSpec, gauge
+from nodeagent.registry import ROLES
 
 _GPU = "gpu_summary"
 _IO = "io_summary"
 DIMS = ("role", "instance_id")
 COMPUTE = ("compute",)
-ALL_ROLES = ("compute", "head", "login")
+ALL_ROLES = ROLES
 
 
 def _cw(name: str, unit: str, roles: tuple[str, ...]) -> CloudWatchSpec:

@@ -34,6 +34,8 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _TYPES = ("counter", "gauge", "untyped", "histogram", "summary")
 _OWN_NAMES = frozenset({cat.NODE_TEXTFILE_MTIME_SECONDS.name, cat.NODE_TEXTFILE_SCRAPE_ERROR.name})
+# a textfile larger than this is refused (node_exporter has no limit; a runaway cron job should not take the agent down)
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -162,7 +164,8 @@ def parse_textfile(text: str, source: str = "textfile") -> list[TextFamily]:
             else:
                 _parse_sample(families, line)
         except _LineError as e:
-            raise ValueError(f"{source} line {number}: {e}: {raw[:160]!r}") from None
+            # the line itself is not quoted: a file may hold what the logs should not
+            raise ValueError(f"{source} line {number}: {e}") from None
     return [fam for fam in families.values() if fam.samples]
 
 
@@ -332,7 +335,7 @@ class TextfileCollector(Collector):
     def _parse(self, path: str) -> dict[str, FileFamily]:
         """The file's families; parsed again only when its text changed (the result is
         shared between scrapes and never modified)."""
-        text = self.host.read_text(Path(path))
+        text = self.host.read_regular_text(Path(path), MAX_FILE_BYTES)
         cached = self._parsed.get(path)
         if cached is not None and cached[0] == text:
             return cached[1]
