@@ -14,9 +14,13 @@ it, idempotently (a second run with the same arguments changes nothing):
   its config or unit changed, when systemd runs), and the other roles'
   instances are disabled: a node runs one role.
 
-What install did is recorded in /var/lib/nodeagent/install.json, so that
-uninstall reverses exactly that: it disables and stops every instance, removes
-the units install wrote, and restores (or removes) the config.
+What install did is recorded in /etc/nodeagent/.install.json (root's: the
+service user writes /var/lib/nodeagent, so nothing root acts on lives
+there), so that uninstall reverses it: it disables and stops every instance,
+removes the units install wrote (those carrying its mark) and restores (or
+removes) the config. uninstall only ever touches the fixed paths below; the
+record says which of them to act on, never which paths. A record an earlier
+version kept in /var/lib/nodeagent is read once, as cautiously, then removed.
 
 `root` points every path at another tree (tests, image builds); systemd is
 then driven with `systemctl --root`, which enables without starting.
@@ -30,6 +34,7 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,7 +57,9 @@ UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system
 LOCAL_UNIT_DIR = "etc/systemd/system"
 CONFIG_FILE = "etc/nodeagent/config.yaml"
 CONFIG_BACKUP = "etc/nodeagent/config.yaml.pre-install"
-MANIFEST = "var/lib/nodeagent/install.json"
+MANIFEST = "etc/nodeagent/.install.json"
+# where earlier versions kept it: a directory the service user owns
+LEGACY_MANIFEST = "var/lib/nodeagent/install.json"
 PACKAGED_EXEC = "/usr/bin/nodeagent"
 WRITTEN_MARK = "# Written by `nodeagent install`; `nodeagent uninstall` removes it.\n"
 SERVICE_USER = "nodeagent"
@@ -125,7 +132,7 @@ class _Session:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
-            os.chmod(tmp, mode)
+                os.fchmod(f.fileno(), mode)  # the file mkstemp made, never a path
             os.replace(tmp, p)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -138,10 +145,15 @@ class _Session:
         try:
             data = json.loads(self.path(MANIFEST).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            data = {}
+            data = _read_legacy_manifest(self.path(LEGACY_MANIFEST))
         except (OSError, ValueError) as e:
             raise InstallError(f"cannot read {self.show(self.path(MANIFEST))}: {e}") from None
-        self.manifest = data if isinstance(data, dict) else {}
+        data = data if isinstance(data, dict) else {}
+        if not isinstance(data.get("config", {}), dict):
+            data["config"] = {}
+        if not isinstance(data.get("units", []), list):
+            data["units"] = []
+        self.manifest = data
 
     def save_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=2, sort_keys=True) + "\n"
@@ -149,6 +161,11 @@ class _Session:
         saved = self.changed
         self.write_if_changed(self.path(MANIFEST), text)
         self.changed = saved
+        self.remove_legacy_manifest()
+
+    def remove_legacy_manifest(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(LEGACY_MANIFEST).unlink()  # a link is removed, not followed
 
     # ---- systemd ----------------------------------------------------------
     def systemctl_run(self, *args: str) -> None:
@@ -188,6 +205,25 @@ class _Session:
             if p.is_file():
                 return p
         return None
+
+
+def _read_legacy_manifest(p: Path) -> dict[str, Any]:
+    """An earlier version's record, from a directory the service user can
+    write: only a small regular file owned by us (root), opened without
+    following a link or blocking on a FIFO; anything else is ignored."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return {}
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > 65536:
+            return {}
+        try:
+            data = json.loads(f.read(65536))
+        except (OSError, ValueError):
+            return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _is_ours(p: Path) -> bool:
@@ -414,24 +450,27 @@ def uninstall(
                 for link in s.path(LOCAL_UNIT_DIR).glob(f"*.wants/{name}"):
                     link.unlink()
             s.say(f"disabled {name}")
-        for rel in s.manifest.get("units", []):
-            p = s.path(rel)
+        # the unit files install can write, wherever the record says: only
+        # those carrying install's mark are removed
+        for name in UNIT_FILES:
+            p = s.path(LOCAL_UNIT_DIR) / name
             if p.is_file() and _is_ours(p):
                 _remove_ours(s, p)
         cfg_state = s.manifest.get("config", {})
         target = s.path(CONFIG_FILE)
-        if cfg_state.get("backup"):
-            backup = s.path(cfg_state["backup"])
+        if cfg_state.get("backup") == CONFIG_BACKUP:
+            backup = s.path(CONFIG_BACKUP)
             if backup.is_file():
                 os.replace(backup, target)
                 s.say(f"restored {s.show(target)} from {s.show(backup)}")
-        elif cfg_state.get("created") and target.is_file():
+        elif cfg_state.get("created") is True and target.is_file():
             target.unlink()
             s.say(f"removed {s.show(target)}")
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
         with contextlib.suppress(FileNotFoundError):
             s.path(MANIFEST).unlink()
+        s.remove_legacy_manifest()
+        with contextlib.suppress(OSError):
+            target.parent.rmdir()  # when install made it and left nothing else there
         if s.changed and s.systemd_running:
             s.systemctl_run("daemon-reload")
     except (InstallError, OSError) as e:

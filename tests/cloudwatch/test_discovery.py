@@ -262,6 +262,9 @@ cloudwatch:
         ("cloudwatch:\n  max_datums_per_request: 1001\n", "cloudwatch.max_datums_per_request"),
         ("cloudwatch:\n  max_request_bytes: 2000000\n", "cloudwatch.max_request_bytes"),
         ("cloudwatch:\n  namespace: AWS/EC2\n", "cloudwatch.namespace"),
+        # what the sink would refuse (namespace_problem) is refused when the config is read
+        ("cloudwatch:\n  namespace: Clüster/x\n", "cloudwatch.namespace"),
+        ("cloudwatch:\n  namespace: ':x'\n", "cloudwatch.namespace"),
         ("cloudwatch:\n  interval: 0.5\n", "cloudwatch.interval"),
         ("cloudwatch:\n  spool_max_bytes: 1000\n", "cloudwatch.spool_max_bytes"),
     ],

@@ -12,6 +12,7 @@ from nodeagent.catalogue import CATALOGUE
 from nodeagent.catalogue import sinks as cat
 from nodeagent.catalogue.spec import Catalogue, CloudWatchSpec, MetricSpec
 from nodeagent.model import MetricFamily
+from nodeagent.sinks.counters import increase, total_increase
 from nodeagent.sinks.mapping import (
     MAX_AGE_SECONDS,
     CloudWatchMapper,
@@ -247,6 +248,19 @@ def test_mapper_counters_publish_increase() -> None:
         datums, _ = m.map([fam(s["counter"], [((), v)])], 0.0)
         values.append([d.value for d in datums])
     assert values == [[], [30.0], [0.0], [5.0], [7.0]]
+
+
+def test_counter_increase_rule() -> None:
+    """One rule for the mapper and the GPU and I/O summaries (sinks/counters.py)."""
+    assert increase(100.0, 130.0) == 30.0
+    assert increase(130.0, 130.0) == 0.0
+    assert increase(130.0, 5.0) == 5.0  # went back: a reset, counts from zero
+    assert increase(None, 7.0) is None  # a new series only records its reading
+    assert increase(None, 7.0, new_from_zero=True) == 7.0  # event counters (XIDs) start at zero
+    previous = {"a": 10.0, "b": 50.0, "gone": 99.0}
+    current = {"a": 15.0, "b": 2.0, "new": 4.0}
+    assert total_increase(previous, current) == 5.0 + 2.0
+    assert total_increase(previous, current, new_from_zero=True) == 5.0 + 2.0 + 4.0
 
 
 def test_mapper_drops_and_counts_bad_values() -> None:

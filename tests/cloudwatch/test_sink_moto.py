@@ -195,10 +195,17 @@ def test_big_datums_are_split_by_size(make_sink: MakeSink, proxy: FaultProxy) ->
     assert all(r.mode == "pass" and r.status == 200 for r in puts)
 
 
+@pytest.mark.parametrize("protocol", ["default", "query"])
 def test_size_guard_behind_the_estimate(
-    make_sink: MakeSink, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+    make_sink: MakeSink, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
-    """If packing ever under-estimated, the before-call hook stops the request and it is split."""
+    """If packing ever under-estimated, the before-call hook stops the request
+    and it is split; also with the query protocol of older botocore, whose
+    body is still a dict of form fields at before-call."""
+    if protocol == "query":
+        import botocore.model
+
+        monkeypatch.setattr(botocore.model.ServiceModel, "resolved_protocol", property(lambda self: "query"))
     monkeypatch.setattr(cwmod, "pack", lambda datums, *a, **kw: [list(datums)])  # a packer ignoring bytes
     labels = tuple(f"l{i}" for i in range(10))
     sink = make_sink("head", catalogue=seq_catalogue(labels), max_request_bytes=50_000)
@@ -209,6 +216,10 @@ def test_size_guard_behind_the_estimate(
     assert puts and all(r.raw_bytes <= 50_000 for r in puts)
     assert sorted(d[3] for r in puts for d in r.datums) == [float(i) for i in range(100)]
     assert sink.spool.datums == 0
+    if protocol == "query":
+        assert sink._protocol == "query"  # the client really spoke the query protocol
+    m = own(sink)
+    assert m["nodeagent_cloudwatch_request_bytes_total"][("before_compression",)] == sum(r.raw_bytes for r in puts)
 
 
 def test_values_cloudwatch_refuses_are_dropped_and_counted(make_sink: MakeSink, proxy: FaultProxy) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -104,9 +105,22 @@ def test_cap_counts_only_unsent_part_of_head(tmp_path: Path) -> None:
     _datums, positions, _ = s.peek(4)
     s.ack(positions[-1])
     s.release_inflight()
-    s.max_bytes = 1  # force eviction of everything on the next append
-    dropped = s.append(batch(10, 1))
-    assert dropped == 6 + 1  # 6 unsent of the head, and the new segment itself is too large
+    new = batch(10, 1)
+    s.max_bytes = len(encode(new))  # room for the new segment alone: everything older goes
+    assert s.append(new) == 6  # the 6 unsent of the head
+    assert drain(s) == [10.0]
+    s.release()
+
+
+def test_oversized_publish_is_refused_without_evicting(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 10_000).acquire()
+    s.append(batch(0, 10))
+    s.append(batch(10, 10))
+    big = [Datum("M", (("I", f"{i}-{i * 7919}"),), i * 1.000123, "Count", 60, 1.0) for i in range(2000)]
+    assert len(encode(big)) > s.max_bytes
+    assert s.append(big) == 2000  # refused and counted, alone
+    assert s.datums == 20 and s.segments == 2
+    assert drain(s) == [float(i) for i in range(20)]
     s.release()
 
 
@@ -180,21 +194,75 @@ def test_unwritable_directory_keeps_data_in_memory(tmp_path: Path) -> None:
     s.release()
 
 
+def test_directory_missing_at_start_is_used_once_it_exists(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a directory yet")  # root ignores permissions; a file stops mkdir
+    s = Spool(state / "spool", 1 << 20).acquire()
+    s.append(batch(0, 3))  # kept in memory
+    state.unlink()
+    s.append(batch(3, 2))  # the directory can be made now: locked and written to
+    assert len(list((state / "spool").glob("*.seg"))) == 1
+    with pytest.raises(SpoolLocked):
+        Spool(state / "spool", 1 << 20)
+    assert drain(s) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    s.release()
+
+
+def test_late_open_keeps_an_earlier_runs_segments_in_order(tmp_path: Path) -> None:
+    spool_dir, aside = tmp_path / "spool", tmp_path / "aside"
+    earlier = Spool(spool_dir, 1 << 20).acquire()
+    earlier.append(batch(0, 2))
+    earlier.append(batch(2, 2))
+    earlier.release()
+    spool_dir.rename(aside)
+    spool_dir.write_text("x")  # unusable at start (not mounted yet, say)
+    s = Spool(spool_dir, 1 << 20).acquire()
+    s.append(batch(10, 1))  # in memory
+    spool_dir.unlink()
+    aside.rename(spool_dir)
+    s.append(batch(20, 1))  # opens the directory and finds the earlier run's segments
+    datums, _positions, _ = s.peek(100)
+    s.release_inflight()
+    assert [d.value for d in datums] == [10.0, 0.0, 1.0, 2.0, 3.0, 20.0]
+    s.release()
+    # a restart reads the files in order: the earlier run's, then the one written after the late open
+    s2 = Spool(spool_dir, 1 << 20).acquire()
+    assert drain(s2) == [0.0, 1.0, 2.0, 3.0, 20.0]
+    s2.release()
+
+
+def test_failed_write_leaves_no_part_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    s.append(batch(0, 3))  # kept in memory
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.seg"))
+    monkeypatch.undo()
+    s.append(batch(3, 1))  # room again
+    assert len(list(tmp_path.glob("*.seg"))) == 1
+    assert drain(s) == [0.0, 1.0, 2.0, 3.0]
+    s.release()
+
+
 def test_eviction_of_segments_being_sent_is_counted_once(tmp_path: Path) -> None:
     s = Spool(tmp_path, 10_000).acquire()
     s.append(batch(0, 10))
     s.append(batch(10, 10))
     _datums, positions, _ = s.peek(15)  # the sender holds all of the first segment and 5 of the second
-    s.max_bytes = 1
-    assert s.append(batch(20, 1)) == 1  # the new segment alone is over the cap; in-flight ones are not counted yet
-    assert s.segments == 0
+    s.max_bytes = len(encode(batch(20, 1)))  # room for the new segment alone
+    assert s.append(batch(20, 1)) == 0  # the in-flight segments it evicts are not counted yet
+    assert s.segments == 1
     s.ack(positions[11])  # the send delivered 12 of the 15 it had
     assert s.release_inflight() == 20 - 12  # the rest of the evicted segments is lost, counted now
+    assert drain(s) == [20.0]
     # a failed send: everything evicted from it counts
     s.max_bytes = 10_000
     s.append(batch(30, 4))
     s.peek(4)
-    s.max_bytes = 1
-    s.append(batch(40, 1))
+    s.max_bytes = len(encode(batch(40, 1)))
+    assert s.append(batch(40, 1)) == 0
     assert s.release_inflight() == 4
     s.release()

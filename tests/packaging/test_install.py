@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pkgtools import REPO, SYSTEMD
 
-from nodeagent.install import install, main, uninstall
+from nodeagent.install import LEGACY_MANIFEST, MANIFEST, WRITTEN_MARK, install, main, uninstall
 
 SYSTEMCTL = shutil.which("systemctl") or "/usr/bin/systemctl"
 needs_systemctl = pytest.mark.skipif(not os.path.exists(SYSTEMCTL), reason="systemctl not installed")
@@ -247,10 +247,110 @@ def test_manifest_records_what_install_did(tmp_path: Path, live_systemctl: tuple
     config = tmp_path / "in.yaml"
     config.write_text(GOOD_CONFIG)
     assert run_install(root, "head", config, systemctl=str(fake))[0] == 0
-    manifest = json.loads((root / "var/lib/nodeagent/install.json").read_text())
+    manifest = json.loads((root / MANIFEST).read_text())
     assert manifest["role"] == "head"
     assert manifest["config"] == {"created": True}
     assert "etc/systemd/system/nodeagent@.service" in manifest["units"]
+
+
+def test_manifest_is_not_where_the_service_user_writes() -> None:
+    """root acts on the record at uninstall: it must not live in the unit's
+    writable state directory (StateDirectory=, ReadWritePaths=, ...) nor the
+    service user's home."""
+    unit = (SYSTEMD / "nodeagent@.service").read_text()
+    writable = {"/var/lib/nodeagent"}  # the user's home (useradd --home-dir)
+    bases = {"StateDirectory": "/var/lib", "CacheDirectory": "/var/cache", "LogsDirectory": "/var/log",
+             "RuntimeDirectory": "/run", "ConfigurationDirectory": "/etc"}
+    for line in unit.splitlines():
+        key, _, value = line.partition("=")
+        if key in bases:
+            writable.update(f"{bases[key]}/{v}" for v in value.split())
+        elif key == "ReadWritePaths":
+            writable.update(v.lstrip("-") for v in value.split())
+    manifest = "/" + MANIFEST
+    for d in writable:
+        assert not manifest.startswith(d.rstrip("/") + "/"), (manifest, d)
+
+
+@pytest.mark.parametrize("where", [MANIFEST, LEGACY_MANIFEST])
+def test_uninstall_acts_only_on_its_own_paths(tmp_path: Path, live_systemctl: tuple[Path, Path], where: str) -> None:
+    """A record naming other paths (a service user rewriting it) moves and
+    removes nothing outside the config and the units install writes."""
+    fake, _ = live_systemctl
+    root = packaged_root(tmp_path / "root")
+    victim = tmp_path / "victim"
+    victim.write_text(WRITTEN_MARK + "precious\n")  # even with install's mark
+    (root / "etc/nodeagent").mkdir(parents=True)
+    inside = root / "etc/important.conf"
+    inside.write_text(WRITTEN_MARK + "keep me\n")
+    (root / "etc/nodeagent/config.yaml").write_text(GOOD_CONFIG)
+    record = root / where
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({
+        "config": {"backup": "../victim"},
+        "units": ["../victim", "etc/important.conf", "etc/systemd/system/../../important.conf"],
+        "role": "compute",
+    }))
+    before = tree(root)
+    rc, out = run_uninstall(root, systemctl=str(fake))
+    assert rc == 0, out
+    assert victim.read_text() == WRITTEN_MARK + "precious\n"
+    assert inside.read_text() == WRITTEN_MARK + "keep me\n"
+    assert (root / "etc/nodeagent/config.yaml").read_text() == GOOD_CONFIG
+    del before[where]
+    assert tree(root) == before  # only the record went
+
+
+def test_legacy_manifest_is_migrated(tmp_path: Path, live_systemctl: tuple[Path, Path]) -> None:
+    """A record an earlier version kept in /var/lib/nodeagent still undoes its install."""
+    fake, _ = live_systemctl
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text("# the package's conffile\n")
+    before = tree(root)
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "compute", config, systemctl=str(fake))[0] == 0
+    # as the earlier version left it
+    (root / LEGACY_MANIFEST).parent.mkdir(parents=True)
+    (root / MANIFEST).rename(root / LEGACY_MANIFEST)
+    assert run_install(root, "compute", config, systemctl=str(fake))[0] == 0
+    assert not (root / LEGACY_MANIFEST).exists()
+    assert json.loads((root / MANIFEST).read_text())["config"] == {"backup": "etc/nodeagent/config.yaml.pre-install"}
+    (root / MANIFEST).rename(root / LEGACY_MANIFEST)
+    assert run_uninstall(root, systemctl=str(fake))[0] == 0
+    assert tree(root) == before
+
+
+def test_legacy_manifest_through_a_link_is_ignored(tmp_path: Path, live_systemctl: tuple[Path, Path]) -> None:
+    fake, _ = live_systemctl
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text(GOOD_CONFIG)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"config": {"created": True}}))
+    (root / LEGACY_MANIFEST).parent.mkdir(parents=True)
+    (root / LEGACY_MANIFEST).symlink_to(elsewhere)
+    assert run_uninstall(root, systemctl=str(fake))[0] == 0
+    assert (root / "etc/nodeagent/config.yaml").read_text() == GOOD_CONFIG  # not "created" by install
+    assert elsewhere.is_file() and not (root / LEGACY_MANIFEST).is_symlink()
+
+
+def test_files_are_never_chmodded_by_path(
+    tmp_path: Path, live_systemctl: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Modes are set on the open file (fchmod): a path could be swapped for a link."""
+    fake, _ = live_systemctl
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+
+    def no_chmod(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"chmod by path: {args}")
+
+    monkeypatch.setattr(os, "chmod", no_chmod)
+    rc, out = run_install(tmp_path / "root", "compute", config, systemctl=str(fake))
+    assert rc == 0, out
+    assert (tmp_path / "root" / MANIFEST).stat().st_mode & 0o777 == 0o644
 
 
 def test_module_main_for_maintainer_scripts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -264,3 +364,8 @@ def test_module_main_for_maintainer_scripts(tmp_path: Path, monkeypatch: pytest.
 def test_prerm_calls_the_module() -> None:
     prerm = (REPO / "packaging/debian/nodeagent.prerm").read_text()
     assert "from nodeagent.install import main" in prerm and 'main(["uninstall"])' in prerm
+
+
+def test_postrm_purge_removes_the_install_record() -> None:
+    postrm = (REPO / "packaging/debian/nodeagent.postrm").read_text()
+    assert f"/{MANIFEST}" in postrm and "rm -rf /var/lib/nodeagent" in postrm  # the record, the legacy one

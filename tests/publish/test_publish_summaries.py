@@ -8,11 +8,19 @@ from nodeagent.catalogue import CATALOGUE
 from nodeagent.catalogue import gpu as g
 from nodeagent.catalogue import host_extra as hx
 from nodeagent.catalogue import summaries as cs
+from nodeagent.collectors.gpu.sampler import Sampler
+from nodeagent.gpu.backend import open_backend
+from nodeagent.gpu.fake import FakeClock
+from nodeagent.gpu.settings import GpuSettings
+from nodeagent.host import Host, Roots
 from nodeagent.model import MetricFamily
+from nodeagent.publish.published import Published
+from nodeagent.roles import ROLE_TABLE
 from nodeagent.sinks import gpu_summary, io_summary
 from nodeagent.sinks.gpu_summary import GpuSummary
 from nodeagent.sinks.io_summary import IoSummary
 from nodeagent.sinks.mapping import CloudWatchMapper
+from nodeagent.sinks.settings import CloudWatchSettings
 
 IDENT = ("compute", "i-0abc")
 LABELS = g.gpu_labelnames(attributes=("hpc_job",))
@@ -110,6 +118,48 @@ def test_gpu_summary_by_hand() -> None:
     assert fourth[cs.GPU_XID_ERRORS.name] == 0.0
 
 
+def test_gpu_summary_counts_device_wide_fields_once_per_mig_gpu() -> None:
+    """The h100-mig fake: the collector repeats power, temperature and GPU
+    utilisation on every GPU instance's series; framebuffer is per instance."""
+    clock = FakeClock(0.0)
+    settings = GpuSettings(backend="fake", fake_description="h100-mig", fake_events=False)
+    backend = open_backend(settings, clock=clock)
+    sampler = Sampler(settings, Host(Roots()), "node-1", backend=backend, clock=clock, threads=False)
+    try:
+        snapshot = sampler.run_cycle()
+    finally:
+        sampler.close()
+    assert snapshot is not None
+    fams = {f.name: f for f in snapshot.families}
+
+    def by_uuid(spec: object) -> dict[str, float]:
+        fam = fams[spec.name]  # type: ignore[attr-defined]
+        uuid = fam.labelnames.index("UUID")
+        return {labels[uuid]: value for labels, value in fam.samples}
+
+    power = by_uuid(g.POWER_USAGE)
+    assert len(fams[g.POWER_USAGE.name].samples) > len(power) == 2  # repeated per GPU instance
+    used = fams[g.FB_USED.name]
+    assert len({labels[used.labelnames.index("GPU_I_ID")] for labels, _ in used.samples}) > 2
+    out = values(GpuSummary(*IDENT).derive(snapshot.families))
+    assert out[cs.GPU_POWER.name] == pytest.approx(sum(power.values()), abs=1e-3)  # 586 W, not 1516 W
+    assert out[cs.GPU_TEMP_MAX.name] == max(by_uuid(g.GPU_TEMP).values())
+    # per-instance framebuffer: every instance counts
+    assert out[cs.GPU_MEMORY_USED.name] == sum(v for _, v in used.samples) * gpu_summary.MIB
+
+
+def test_gpu_summary_mig_utilisation_is_per_gpu() -> None:
+    """A device-wide field repeated per MIG instance weighs each GPU once in the mean."""
+    labels = g.gpu_labelnames(mig=True)
+    util = g.GPU_UTIL.family(labels=labels)
+    for index, instances, value in ((0, ("1", "2", "5"), 90.0), (1, ("0",), 10.0)):
+        for gi in instances:
+            ids = {"gpu": str(index), "UUID": f"GPU-{index}", "GPU_I_ID": gi}
+            util.add(tuple(ids.get(n, "x") for n in labels), value)
+    out = values(GpuSummary(*IDENT).derive([util]))
+    assert out[cs.GPU_UTIL_MEAN.name] == 50.0  # (90 + 10) / 2, not (3 * 90 + 10) / 4
+
+
 def test_gpu_summary_without_gpus_and_without_inventory() -> None:
     s = GpuSummary(*IDENT)
     assert s.derive([MetricFamily("node_load1", "", "gauge", (), [((), 1.0)])]) == []
@@ -164,3 +214,29 @@ def test_summaries_map_to_cloudwatch_with_role_rollup() -> None:
     assert util == [(("Role", "compute"),), (("Role", "compute"), ("InstanceId", "i-0abc"))]
     # the head role does not publish compute summaries
     assert CloudWatchMapper("head", (), "instance_id").map(s.derive(families({})), 0.0)[0] == []
+
+
+@pytest.mark.parametrize("rollup", [True, False])
+def test_published_view_matches_what_the_mapper_sends(rollup: bool) -> None:
+    """Dashboards and alarms read Published; the sink sends what the mapper
+    makes: same names, dimensions, resolution and rollup for every spec."""
+    settings = CloudWatchSettings(
+        roles=("head", "login", "compute"), role_rollup=rollup, high_resolution=("NodesIdle", cs.GPU_POWER.name)
+    )
+    published = Published(settings, "demo")
+    mappers = {r: CloudWatchMapper(r, settings.high_resolution, "instance_id" if rollup else None) for r in ROLE_TABLE}
+    checked = 0
+    for spec in {m.spec.name: m.spec for m in published}.values():
+        if spec.is_pattern:
+            continue
+        expected = {(m.name, m.dimension_set, m.storage_resolution) for m in published if m.spec is spec}
+        fam = spec.family()
+        fam.add(tuple("x" for _ in fam.labelnames), 1.0)
+        for role in next(m.roles for m in published if m.spec is spec):
+            datums, dropped = mappers[role].map([fam], 1_700_000_000.0)
+            assert not dropped
+            assert {(d.name, frozenset(k for k, _ in d.dims), d.resolution) for d in datums} == expected, spec.name
+            checked += 1
+    assert checked > 40
+    resolutions = {m.name: m.storage_resolution for m in published}
+    assert resolutions["NodesIdle"] == 1 and resolutions[cs.GPU_POWER.cloudwatch.name] == 1  # type: ignore[union-attr]

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 from nodeagent.catalogue import CATALOGUE, Catalogue, MetricSpec
 from nodeagent.roles import ROLE_TABLE
-from nodeagent.sinks.mapping import dimension_name
+from nodeagent.sinks.mapping import ROLLUP_LABEL as ROLLUP_LABEL  # the sink's; docs.py reads it here
+from nodeagent.sinks.mapping import dimension_name, rollup_index, storage_resolution
 from nodeagent.sinks.settings import CloudWatchSettings
 
-ROLLUP_LABEL = "instance_id"
 ROLE_ORDER = ("head", "login", "compute")
 
 
@@ -88,10 +88,11 @@ class Published:
             roles = _roles_of(spec, settings)
             if cw is None or not roles:
                 continue
-            resolution = 1 if cw.storage_resolution == 1 or cw.name in hires or spec.name in hires else 60
+            resolution = storage_resolution(cw, hires, cw.name, spec.name)
             variants = [(cw.dimensions, False)]
-            if settings.role_rollup and ROLLUP_LABEL in cw.dimensions:
-                variants.append((tuple(d for d in cw.dimensions if d != ROLLUP_LABEL), True))
+            rollup_at = rollup_index(cw.dimensions, ROLLUP_LABEL if settings.role_rollup else None)
+            if rollup_at is not None:
+                variants.append((cw.dimensions[:rollup_at] + cw.dimensions[rollup_at + 1 :], True))
             for labels, rollup in variants:
                 metric = CwMetric(
                     spec=spec,

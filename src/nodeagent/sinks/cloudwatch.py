@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 
@@ -51,8 +52,9 @@ from nodeagent.model import MetricFamily
 from nodeagent.sinks.discovery import Identity, discover
 from nodeagent.sinks.gpu_summary import GpuSummary
 from nodeagent.sinks.io_summary import IoSummary
-from nodeagent.sinks.mapping import CloudWatchMapper, Datum, datum_problem, pack
+from nodeagent.sinks.mapping import ROLLUP_LABEL, CloudWatchMapper, Datum, datum_problem, pack
 from nodeagent.sinks.settings import CloudWatchSettings
+from nodeagent.sinks.settings import namespace_problem as namespace_problem  # checks/head.py imports it from here
 from nodeagent.sinks.spool import Spool, close_spool, open_spool
 from nodeagent.sinks.summary import HostSummary
 
@@ -96,16 +98,18 @@ def default_spool_dir(state_dir: str) -> str:
     return os.path.join(state_dir, "spool")
 
 
-def namespace_problem(namespace: str) -> str | None:
-    """Why CloudWatch would refuse this namespace (a cluster name from instance
-    tags can hold anything), or None."""
-    if not 1 <= len(namespace) <= 255:
-        return f"namespace must be 1-255 characters, got {len(namespace)}"
-    if not all(" " <= c <= "~" for c in namespace):
-        return f"namespace must be printable ASCII: {namespace!r}"
-    if namespace.startswith((":", "AWS/")):
-        return f"namespace must not start with ':' or 'AWS/': {namespace!r}"
-    return None
+def body_size(body: Any) -> int:
+    """Bytes of a request body before compression, whatever the protocol. At
+    before-call the JSON and CBOR protocols' body is bytes, the query
+    protocol's (older botocore) still a dict of form fields that botocore
+    URL-encodes when it prepares the request."""
+    if isinstance(body, dict):
+        body = urlencode(body, doseq=True)
+    if isinstance(body, str):
+        return len(body.encode("utf-8"))
+    if isinstance(body, (bytes, bytearray)):
+        return len(body)
+    return 0
 
 
 def botocore_config(s: CloudWatchSettings) -> Any:
@@ -159,7 +163,7 @@ class CloudWatchSink:
         self.gpu_summary = GpuSummary(role, instance)
         self.io_summary = IoSummary(role, instance)
         self.mapper = CloudWatchMapper(
-            role, settings.high_resolution, "instance_id" if settings.role_rollup else None, catalogue
+            role, settings.high_resolution, ROLLUP_LABEL if settings.role_rollup else None, catalogue
         )
         self.spool: Spool = open_spool(spool_dir, settings.spool_max_bytes, settings.spool_fsync)
         self._stats_lock = threading.Lock()
@@ -265,15 +269,13 @@ class CloudWatchSink:
         return merged
 
     def _before_call(self, params: dict[str, Any], **_: Any) -> None:
-        body = params.get("body", b"")
-        size = len(body) if isinstance(body, (bytes, bytearray, str)) else 0
+        size = body_size(params.get("body", b""))
         self._call_sizes[0] = size
         if size > self.settings.max_request_bytes:
             raise RequestTooLarge(size)
 
     def _before_send(self, request: Any, **_: Any) -> None:
-        body = request.body
-        self._call_sizes[1] = len(body) if isinstance(body, (bytes, bytearray, str)) else 0
+        self._call_sizes[1] = body_size(request.body)
 
     # ---- publishing (caller's thread) ----------------------------------------------
     def publish(self, families: list[MetricFamily], timestamp: float) -> None:

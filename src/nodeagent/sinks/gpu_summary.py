@@ -6,7 +6,10 @@ publishes 10 GPU metrics per node rather than hundreds.
 
 Every GPU counts once: dcgm-exporter's job mapping repeats a GPU's sample
 for each job on it (`hpc_job`), so samples are keyed by the GPU's identity
-(UUID, or gpu index, plus the MIG instance where there is one).
+(UUID, or gpu index). On a MIG GPU the framebuffer and profiling fields are
+per GPU instance and keyed by the instance too (GPU_I_ID); the device-wide
+fields (power, temperature, utilisation) repeat the GPU's one value on every
+instance's series and count once per GPU.
 
 XID errors are an increase between two publishes, so the summary keeps the
 previous reading of each nodeagent_gpu_xid_errors_total series (like the host
@@ -38,6 +41,7 @@ from nodeagent.catalogue.summaries import (
     GPU_XID_ERRORS,
 )
 from nodeagent.model import MetricFamily, is_finite
+from nodeagent.sinks.counters import total_increase
 
 MIB = 1024 * 1024
 
@@ -56,20 +60,26 @@ INPUTS = (
     g.ALLOCATED_IDLE.name,
 )
 _INPUTS = frozenset(INPUTS)
-_IDENTITY = ("UUID", "gpu", "GPU_I_ID")
+# fields that MIG splits per GPU instance (the collector's render.py repeats
+# all others, device-wide, on each instance's series)
+PER_INSTANCE_PREFIXES = ("DCGM_FI_DEV_FB_", "DCGM_FI_PROF_")
 
 
 def _key_indexes(fam: MetricFamily) -> list[int]:
-    """Label positions that identify a GPU (or MIG instance) in this family."""
-    idx = [fam.labelnames.index(n) for n in _IDENTITY if n in fam.labelnames]
+    """Label positions that identify a GPU in this family, or a MIG instance
+    for the fields MIG splits per instance."""
+    identity = ("UUID", "gpu", "GPU_I_ID") if fam.name.startswith(PER_INSTANCE_PREFIXES) else ("UUID", "gpu")
+    idx = [fam.labelnames.index(n) for n in identity if n in fam.labelnames]
     if "UUID" in fam.labelnames and "gpu" in fam.labelnames:
         idx.remove(fam.labelnames.index("gpu"))
     return idx
 
 
 def per_gpu(fam: MetricFamily | None) -> dict[tuple[str, ...], float]:
-    """One finite value per GPU; with several samples per GPU (one per job), the
-    largest. A family without identity labels gives one entry."""
+    """One finite value per GPU (per MIG instance for per-instance fields);
+    with several samples per key (one per job, or a device-wide field repeated
+    per MIG instance), the largest. A family without identity labels gives one
+    entry."""
     if fam is None:
         return {}
     idx = _key_indexes(fam)
@@ -116,11 +126,8 @@ class GpuSummary:
         self._xid = current
         if previous is None:
             return None
-        total = 0.0
-        for labels, value in current.items():
-            before = previous.get(labels, 0.0)
-            total += value - before if value >= before else value
-        return total
+        # an XID series appears with its first error: a new one counts from zero
+        return total_increase(previous, current, new_from_zero=True)
 
     def derive(self, families: Iterable[MetricFamily]) -> list[MetricFamily]:
         found: dict[str, MetricFamily] = {}

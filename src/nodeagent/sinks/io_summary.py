@@ -4,9 +4,9 @@ the host group's counters (catalogue/summaries.py).
 Throughput is the increase of the summed counters between two publishes
 divided by the time between them, so the first publish after start carries
 none. Each series (device, file system) is compared with its own previous
-reading: a device or file system that appears counts from its first reading
-on, one that disappears stops counting, and a counter that went back (a
-driver reload, a remount) counts from zero.
+reading (counters.py): a device or file system that appears counts from its
+first reading on, one that disappears stops counting, and a counter that went
+back (a driver reload, a remount) counts from zero.
 
 Use: `summary = IoSummary(role, instance_id)` once, then
 `summary.derive(families, timestamp)` on each publish.
@@ -20,6 +20,7 @@ from nodeagent.catalogue import host_extra as hx
 from nodeagent.catalogue.spec import MetricSpec
 from nodeagent.catalogue.summaries import LUSTRE_READ, LUSTRE_WRITE, NETWORK_RX, NETWORK_TX
 from nodeagent.model import MetricFamily, is_finite
+from nodeagent.sinks.counters import total_increase
 
 NET_RX = "node_network_receive_bytes_total"
 NET_TX = "node_network_transmit_bytes_total"
@@ -45,17 +46,6 @@ def _series(fam: MetricFamily) -> dict[tuple[str, ...], float]:
     return out
 
 
-def increase(previous: dict[tuple[str, ...], float], current: dict[tuple[str, ...], float]) -> float:
-    """Sum of the per-series increases; new series contribute nothing, a reset counts from zero."""
-    total = 0.0
-    for labels, value in current.items():
-        before = previous.get(labels)
-        if before is None:
-            continue
-        total += value - before if value >= before else value
-    return total
-
-
 class IoSummary:
     def __init__(self, role: str, instance_id: str) -> None:
         self.role = role
@@ -75,7 +65,7 @@ class IoSummary:
             self._last[fam.name] = (timestamp, current)
             if previous is None or timestamp <= previous[0]:
                 continue
-            rate = increase(previous[1], current) / (timestamp - previous[0])
+            rate = total_increase(previous[1], current) / (timestamp - previous[0])
             summary = spec.family()
             summary.add((self.role, self.instance_id), round(rate, 3))
             out.append(summary)

@@ -9,7 +9,11 @@ roles include the sink's role. Rules:
   dimensions is the number of pending jobs);
 * counters are published as their increase since the previous publish (a
   counter reset counts from zero, like Prometheus' increase()); the first
-  publish of a counter only records its value;
+  publish of a counter only records its value (counters.py);
+* a spec is stored at 1-second resolution when its CloudWatchSpec says so or
+  its CloudWatch or Prometheus name is in `high_resolution`
+  (`storage_resolution`); with a rollup dimension (`instance_id` by default),
+  a spec that has it is also published without it (`rollup_index`);
 * a pattern spec's CloudWatch name may use the same `{field}` placeholder;
 * values CloudWatch refuses (NaN, infinities, magnitudes outside
   8.515920e-109 .. 1.174271e+108 other than 0) are dropped and counted, as are
@@ -30,12 +34,14 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 from urllib.parse import quote
 
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.catalogue.spec import Catalogue, CloudWatchSpec, MetricSpec
 from nodeagent.model import MetricFamily
+from nodeagent.sinks.counters import increase
 from nodeagent.sinks.settings import MAX_DATUMS_PER_REQUEST, MAX_DIMENSIONS, MAX_REQUEST_BYTES
 
 # CloudWatch's accepted value range (magnitude), besides 0.
@@ -191,6 +197,23 @@ def pack(
 
 
 # ---- families -> datums ---------------------------------------------------------
+ROLLUP_LABEL = "instance_id"
+
+
+def storage_resolution(cw: CloudWatchSpec, high_resolution: AbstractSet[str], *names: str) -> int:
+    """1 (high resolution) when the spec asks for it or one of `names` (its
+    CloudWatch and Prometheus names) is in `high_resolution`, else 60."""
+    return 1 if cw.storage_resolution == 1 or any(n in high_resolution for n in names) else 60
+
+
+def rollup_index(dimensions: Sequence[str], rollup_label: str | None) -> int | None:
+    """Where `rollup_label` is among a spec's dimension labels: the rollup
+    series leaves that one out. None: the spec has no rollup series."""
+    if rollup_label is None or rollup_label not in dimensions:
+        return None
+    return dimensions.index(rollup_label)
+
+
 class _Target(NamedTuple):
     spec: MetricSpec
     cw: CloudWatchSpec
@@ -210,7 +233,7 @@ class CloudWatchMapper:
         self,
         role: str,
         high_resolution: Iterable[str] = (),
-        rollup_dimension: str | None = "instance_id",
+        rollup_dimension: str | None = ROLLUP_LABEL,
         catalogue: Catalogue | None = None,
     ) -> None:
         self.role = role
@@ -255,15 +278,8 @@ class CloudWatchMapper:
             for labelvalues, value in fam.samples:
                 key = tuple(labelvalues[i] for i in idx)
                 sums[key] = sums.get(key, 0.0) + value
-            hires = (
-                cw.storage_resolution == 1 or target.name in self.high_resolution or fam.name in self.high_resolution
-            )
-            resolution = 1 if hires else 60
-            rollup_at = (
-                cw.dimensions.index(self.rollup_dimension)
-                if self.rollup_dimension is not None and self.rollup_dimension in cw.dimensions
-                else None
-            )
+            resolution = storage_resolution(cw, self.high_resolution, target.name, fam.name)
+            rollup_at = rollup_index(cw.dimensions, self.rollup_dimension)
             for key, value in sums.items():
                 dims: list[tuple[str, str]] = []
                 for dname, raw in zip(dim_names, key, strict=True):
@@ -275,11 +291,11 @@ class CloudWatchMapper:
                     all_dims = tuple(dims)
                     if target.spec.type == "counter":
                         state_key = (target.name, all_dims)
-                        previous = self._last_counter.get(state_key)
+                        step = increase(self._last_counter.get(state_key), value)
                         self._last_counter[state_key] = value
-                        if previous is None:
+                        if step is None:
                             continue
-                        value = value - previous if value >= previous else value
+                        value = step
                     problem = value_problem(value)
                     if problem:
                         dropped[problem] += 1 + (rollup_at is not None)

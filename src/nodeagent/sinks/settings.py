@@ -53,12 +53,20 @@ def _check_spool_bytes(value: Any) -> str | None:
     return None if value >= 1 << 20 else f"must be at least 1048576 (1 MiB), got {value!r}"
 
 
-def _check_namespace(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not 1 <= len(value) <= 255 or value.startswith("AWS/") or not value.isprintable():
-        return f"must be 1-255 printable characters and not start with 'AWS/', got {value!r}"
+def namespace_problem(namespace: str) -> str | None:
+    """Why CloudWatch would refuse this namespace (a cluster name from instance
+    tags can hold anything), or None. The config check and the sink both ask here."""
+    if not 1 <= len(namespace) <= 255:
+        return f"namespace must be 1-255 characters, got {len(namespace)}"
+    if not all(" " <= c <= "~" for c in namespace):
+        return f"namespace must be printable ASCII: {namespace!r}"
+    if namespace.startswith((":", "AWS/")):
+        return f"namespace must not start with ':' or 'AWS/': {namespace!r}"
     return None
+
+
+def _check_namespace(value: Any) -> str | None:
+    return None if value is None else namespace_problem(value)
 
 
 def _check_min_compression(value: Any) -> str | None:

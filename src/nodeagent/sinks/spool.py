@@ -15,9 +15,10 @@ segments are deleted and their datums returned to the caller to be counted
 spool; within one process the same spool object is shared (a config reload
 builds the new sink before closing the old one).
 
-If the directory cannot be written (disk full, read-only), segments are kept
-in memory, still bounded, and the error is logged; they are lost only if the
-process dies before they are sent.
+If the directory cannot be written (disk full, read-only, missing at boot),
+segments are kept in memory, still bounded, and the error is logged; they are
+lost only if the process dies before they are sent. Each publish tries the
+disk again (and, until it got it, the lock).
 """
 
 from __future__ import annotations
@@ -97,16 +98,20 @@ class Spool:
         self._lock_fd: int | None = None
         self._disk_ok = True
         self._refs = 0
+        self._released = False
         self._open()
 
     # ---- opening ---------------------------------------------------------------
     def _open(self) -> None:
+        """Lock the directory and load its segments. When the directory cannot
+        be used the spool stays in memory and append() calls this again."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
+            if self._disk_ok:
+                log.error("spool_unwritable", dir=str(self.directory), error=str(e))
             self._disk_ok = False
-            log.error("spool_unwritable", dir=str(self.directory), error=str(e))
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -129,16 +134,25 @@ class Spool:
                 continue
             found.append(Segment(int(m[1]), int(m[2]), int(m[3]), size, Path(entry.path)))
         found.sort(key=lambda s: s.seq)
-        self._segments = found
-        self._bytes = sum(s.size for s in found)
-        self._next_seq = found[-1].seq + 1 if found else 1
+        last_file_seq = found[-1].seq if found else 0
+        if self._next_seq > 1:
+            # opened late: the segments this process already numbered (in
+            # memory, perhaps being sent) stay first and those found follow,
+            # renumbered in memory only; their files keep lower numbers than
+            # the files written from now on, so a restart reads them in order
+            for seg in found:
+                seg.seq = self._next_seq
+                self._next_seq += 1
+        self._segments.extend(found)
+        self._bytes += sum(s.size for s in found)
+        self._next_seq = max(self._next_seq, last_file_seq + 1)
         if found:
             log.info(
                 "spool_loaded",
                 dir=str(self.directory),
                 segments=len(found),
                 datums=sum(s.count for s in found),
-                bytes=self._bytes,
+                bytes=sum(s.size for s in found),
             )
 
     def acquire(self) -> Spool:
@@ -152,6 +166,7 @@ class Spool:
             self._refs -= 1
             if self._refs > 0:
                 return False
+            self._released = True
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
@@ -192,32 +207,38 @@ class Spool:
         tmp = self.directory / f".{seq:012d}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(blob)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a full disk must not keep half segments
+            raise
         if self.fsync:
             self._fsync_dir()
         return final
 
     def append(self, datums: Sequence[Datum]) -> int:
-        """Spool one publish. Returns how many older datums were dropped to stay
-        within max_bytes (the caller counts them)."""
+        """Spool one publish. Returns how many datums were dropped (the caller
+        counts them): older ones evicted to stay within max_bytes, or this
+        publish's own when it alone is larger than max_bytes (then nothing
+        else is evicted)."""
         if not datums:
             return 0
         blob = encode(datums)
         ts_ms = max(0, int(min(d.timestamp for d in datums) * 1000))
-        dropped = 0
+        if len(blob) > self.max_bytes:
+            # refused alone: evicting the older data for it would lose both
+            log.error("spool_segment_too_large", bytes=len(blob), max_bytes=self.max_bytes)
+            return len(datums)
         with self._lock:
-            dropped += self._make_room(len(blob))
-            if len(blob) > self.max_bytes:
-                log.error("spool_segment_too_large", bytes=len(blob), max_bytes=self.max_bytes)
-                return dropped + len(datums)
+            if self._lock_fd is None and not self._released:
+                with contextlib.suppress(SpoolLocked, OSError):  # still unusable: stay in memory
+                    self._open()
+            dropped = self._make_room(len(blob))
             seq = self._next_seq
             self._next_seq += 1
             path: Path | None = None
