@@ -46,9 +46,10 @@ class Rig:
         counters: list[CounterRow] | None = None,
         start: bool = True,
         watch_period: float = 0.01,
+        clock: FakeClock | None = None,
         **settings: Any,
     ) -> None:
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.settings = GpuSettings(backend="fake", fake_description=description, fake_events=events, **settings)
         self.backend = open_backend(self.settings, clock=self.clock)
         self.fake: FakeNvml = self.backend.api  # type: ignore[assignment]

@@ -209,3 +209,44 @@ def test_dcgm_bindings_found_on_the_configured_path_with_embedded_fallback(tmp_p
     assert source.sample([GpuRef(0, "GPU-a", None)]) == {
         (0, None): {"DCGM_FI_PROF_SM_ACTIVE": 0.5, "DCGM_FI_PROF_PCIE_TX_BYTES": 123}
     }
+
+
+def test_gpm_samples_are_kept_when_sampling_fails(rig) -> None:
+    r = rig("p5-8xh100", job_attribution=False)
+    r.cycle()
+    r.fake.fail_next(2, "nvmlGpmSampleGet", pynvml.NVMLError_Unknown, count=10)
+    for _ in range(10):
+        r.clock.advance(5)
+        r.cycle()
+    live = r.fake.calls[("nvmlGpmSampleAlloc", None)] - r.fake.calls[("nvmlGpmSampleFree", None)]
+    assert live == 16  # still two per GPU: the failing GPU's are reused, not dropped
+    for _ in range(2):  # the errors stop: two samples later GPU 2 has profiling again
+        r.clock.advance(5)
+        r.cycle()
+    assert value(r.text(), "DCGM_FI_PROF_SM_ACTIVE", gpu="2") is not None
+    assert r.fake.calls[("nvmlGpmSampleAlloc", None)] == 16
+
+
+def test_node_without_a_driver_is_reported_every_cycle_and_never_stale() -> None:
+    desc = parse_description("init_error: library_not_found\nmodels: {m: {name: M, memory_mib: 1}}\n"
+                             "gpus: [{model: m}]\n", "x.yaml")
+    clock = FakeClock()
+    fake = FakeNvml(desc, clock=clock)
+    settings = GpuSettings(backend="fake", interval=5, init_retry=60)  # stale after 20 s
+    backend = open_backend(settings)
+    backend.api = fake
+    sampler = Sampler(settings, fixture_host(), "n", backend=backend, clock=clock, threads=False)
+    gpu = GpuCollector(Host(), None, sampler=sampler)
+    status = GpuStatusCollector(Host(), None, sampler=sampler)
+    for _ in range(26):  # 130 s: two init retries
+        sampler.run_cycle()
+        st = sampler.status()
+        assert not st.stale, st.reason
+        assert st.snapshot is not None and "NVMLError_LibraryNotFound" in st.snapshot.error
+        gpu.collect()  # success: nothing to report
+        text = render(status.collect()).decode()
+        assert value(text, "nodeagent_gpu_snapshot_stale") == "0"
+        assert value(text, "nodeagent_gpus", state="present") == "0"
+        assert value(text, "nodeagent_gpu_backend_info", backend="none") == "1"
+        clock.advance(5)
+    assert fake.calls[("nvmlInit", None)] == 3  # still retried only every init_retry

@@ -42,7 +42,7 @@ def test_lost_gpu_leaves_the_others_intact(rig) -> None:
     assert all(res.success for res in results)
     meta = render(sup.meta_families(results)).decode()
     assert 'nodeagent_collector_success{collector="gpu"} 1' in meta
-    sup._pool.shutdown(wait=False)
+    sup.close()
 
 
 def test_lost_gpu_comes_back_when_nvml_answers_again(rig) -> None:

@@ -141,3 +141,24 @@ def test_job_attribution_can_be_switched_off() -> None:
         assert r.fake.calls[("nvmlDeviceGetComputeRunningProcesses", 0)] == 0
     finally:
         r.close()
+
+
+def test_process_memory_by_job_is_bounded_like_hpc_job(rig, tmp_path) -> None:
+    proc = tmp_path / "proc"
+    for pid in range(1000, 1010):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cgroup").write_text(f"0::/system.slice/slurmstepd.scope/job_{pid}/step_0/user/task_0\n")
+    host = Host(Roots(procfs=str(proc), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path)))
+    r = rig("p5-8xh100", host=host, process_metrics=True, max_jobs_per_gpu=4)
+    # ten jobs on GPU 0, 100 MiB each, and 50 MiB of a process in no job
+    r.fake.set_processes(0, [FakeProcess(pid, 100) for pid in range(1000, 1010)] + [FakeProcess(999, 50)])
+    r.cycle()
+    text = r.text()
+    jobs = {labels["hpc_job"] for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"}
+    assert jobs == {"1000", "1001", "1002", "1003"}
+    memory = {labels["hpc_job"]: float(v) for labels, v in samples(text, "nodeagent_gpu_process_memory_used_bytes")
+              if labels["gpu"] == "0"}
+    mib = 1024 * 1024
+    # the same four jobs; the other six jobs' memory is folded into "" with the job-less process
+    assert memory == {"1000": 100 * mib, "1001": 100 * mib, "1002": 100 * mib, "1003": 100 * mib,
+                      "": (6 * 100 + 50) * mib}

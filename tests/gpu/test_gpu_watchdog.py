@@ -6,13 +6,20 @@ sampler's clock is a FakeClock, so "5 seconds later" is one `advance(6)`.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
 
 import pytest
+import structlog
 from gpu_helpers import rig_fixture, samples, value  # noqa: F401  (rig_fixture is the `rig` fixture)
 
 from nodeagent.collectors.gpu.collector import GpuSnapshotStale
+from nodeagent.collectors.gpu.sampler import Abandoned
 from nodeagent.exposition import render
+from nodeagent.gpu.fake import FakeClock
 from nodeagent.supervise import Supervisor
 
 
@@ -84,7 +91,7 @@ def test_wedged_driver_marks_the_snapshot_stale_and_the_collector_failed(rig) ->
     _, took = _timed(lambda: r.sampler.close(timeout=0.2))
     assert took < 1.0
     r.fake.release_hangs()
-    sup._pool.shutdown(wait=False)
+    sup.close()
 
 
 def test_wedged_driver_recovers_when_the_call_returns(rig) -> None:
@@ -134,3 +141,159 @@ def test_snapshot_older_than_stale_after_fails_the_collector(rig) -> None:
     assert value(status, "nodeagent_gpu_snapshot_age_seconds") == "21"
     r.cycle()
     assert r.gpu.collect()
+
+
+# ---- races between a sampler thread's call and the watchdog ------------------------------------
+class _HookClock(FakeClock):
+    """A FakeClock that runs `hook` when it is read: a read is where the thread
+    reading it could be switched out for the watchdog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[], None] | None = None
+        self._in_hook = False
+
+    def __call__(self) -> float:
+        hook = self.hook
+        if hook is not None and not self._in_hook:  # the hook reads the clock too
+            self._in_hook = True
+            try:
+                hook()
+            finally:
+                self._in_hook = False
+        return self.now
+
+
+def _cycle_of_a_parked_thread(r: Any) -> None:
+    with suppress(Abandoned):
+        r.sampler.run_cycle()
+
+
+def test_watchdog_right_as_a_call_starts_does_not_see_the_previous_calls_start(rig) -> None:
+    clock = _HookClock()
+    r = rig("g5-1xa10g", clock=clock, call_timeout=5)
+    r.cycle()
+    clock.advance(6)  # the previous cycle's calls started 6 s ago: not one call of 6 s
+
+    def watchdog() -> None:
+        if not r.sampler._lock.locked():  # the sampler also reads the clock under its lock
+            r.sampler.check_watchdog()
+
+    clock.hook = watchdog  # the watchdog runs at every clock read of the next cycle
+    r.cycle()
+    clock.hook = None
+    assert r.sampler.status().hung == []
+    assert value(r.text(), "nodeagent_gpu_up", gpu="0") == "1"
+
+
+def test_call_returning_while_the_watchdog_declares_it_hung_is_released(rig) -> None:
+    clock = _HookClock()
+    r = rig("p5-8xh100", clock=clock, call_timeout=5)
+    r.cycle()
+    # GPU 0's last call of the cycle: after it the thread's next step is GPU 1
+    r.fake.hang_next(0, "nvmlDeviceGetComputeRunningProcesses")
+    worker = threading.Thread(target=_cycle_of_a_parked_thread, args=(r,))
+    worker.start()
+    assert r.fake.hang_entered.wait(5)
+    clock.advance(6)
+
+    def the_call_returns() -> None:
+        # the watchdog has seen the call in flight; before its verdict the call returns
+        clock.hook = None
+        r.fake.release_hangs()
+        time.sleep(0.2)  # the thread runs on as far as it can
+
+    clock.hook = the_call_returns
+    r.sampler.check_watchdog()
+    worker.join(5)
+    assert not worker.is_alive()
+    assert r.sampler.status().hung == []
+    r.cycle()  # GPU 0 is not quarantined
+    assert value(r.text(), "nodeagent_gpu_up", gpu="0") == "1"
+
+
+# ---- a hang in the optional profiling source ---------------------------------------------------
+class _BlockingDcgm:
+    """A profiling source whose sampling blocks (DCGM's host engine stuck)."""
+
+    name = "dcgm"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def sample(self, gpus: Any) -> dict[Any, Any]:
+        self.calls += 1
+        self.entered.set()
+        self.release.wait(5)
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("source", ["gpm", "dcgm"])
+def test_hung_profiling_source_is_disabled_and_sampling_goes_on(rig, source: str) -> None:
+    # max_hung_calls 0: were the profiling hang counted, the sampler would be wedged
+    r = rig("p5-8xh100", threads=True, start=False, interval=3600, call_timeout=5, max_hung_calls=0,
+            job_attribution=False)
+    dcgm = _BlockingDcgm()
+    if source == "gpm":  # an NVML call of the GPM source hangs
+        r.fake.hang_next(3, "nvmlGpmSampleGet")
+        entered = r.fake.hang_entered
+    else:  # the DCGM section itself hangs
+        r.backend.profiling = lambda api, gpus: dcgm
+        entered = dcgm.entered
+    with structlog.testing.capture_logs() as logs:
+        r.sampler.start()
+        assert entered.wait(5)
+        r.clock.advance(6)
+        assert r.sampler.wait_cycles(1, 5)  # the replacement thread, without profiling
+        r.sampler.trigger()
+        assert r.sampler.wait_cycles(2, 5)
+        st = r.sampler.status()
+        assert not st.stale, st.reason
+        assert st.profiling == "none"
+        assert [(h.gpu, h.profiling) for h in st.hung] == [(None, True)]
+        assert _up(r.text()) == {str(i): "1" for i in range(8)}
+        assert value(r.status_text(), "nodeagent_gpu_snapshot_stale") == "0"
+        # the source is not called again
+        if source == "gpm":
+            assert r.fake.calls[("nvmlGpmSampleGet", 3)] == 1
+        else:
+            assert dcgm.calls == 1
+        # the stuck call returns: its thread exits, profiling stays off
+        r.fake.release_hangs()
+        dcgm.release.set()
+        deadline = time.monotonic() + 5
+        while r.sampler.status().hung and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.sampler.status().hung == []
+        r.sampler.trigger()
+        assert r.sampler.wait_cycles(3, 5)
+        assert r.sampler.status().profiling == "none"
+    events = [e["event"] for e in logs]
+    assert events.count("gpu_profiling_disabled") == 1
+    assert "gpu_nvml_call_hung" not in events and "gpu_sampler_wedged" not in events
+
+
+def test_parked_threads_that_returned_are_dropped_when_a_thread_is_started(rig) -> None:
+    r = rig("p5-8xh100", threads=True, start=False, interval=3600, call_timeout=5, job_attribution=False)
+    r.fake.hang_next(1, "nvmlDeviceGetPowerUsage", seconds=0.3)  # returns after 0.3 s
+    r.sampler.start()
+    assert r.fake.hang_entered.wait(5)
+    r.fake.hang_entered.clear()
+    first = next(t for t in r.sampler._threads if t.name == "gpu-sampler-0")
+    r.clock.advance(6)
+    r.sampler.check_watchdog()  # gpu-sampler-1 replaces it
+    first.join(5)
+    assert not first.is_alive()  # its call returned: the parked thread exited
+    r.fake.hang_next(2, "nvmlDeviceGetPowerUsage")
+    r.sampler.trigger()
+    assert r.fake.hang_entered.wait(5)
+    r.clock.advance(6)
+    r.sampler.check_watchdog()  # gpu-sampler-2 replaces gpu-sampler-1
+    names = [t.name for t in r.sampler._threads]
+    assert "gpu-sampler-2" in names and "gpu-sampler-0" not in names
+    assert all(t.is_alive() for t in r.sampler._threads)

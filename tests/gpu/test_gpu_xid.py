@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import structlog
 from gpu_helpers import rig_fixture, samples, value  # noqa: F401  (rig_fixture is the `rig` fixture)
 
 from nodeagent.collectors.gpu.xid import NODE_ACTION_XIDS, XidTracker, classify
@@ -110,3 +111,52 @@ def test_tracker_is_per_gpu() -> None:
     assert t.view(0, 20.0).window == {} and t.view(0, 20.0).node_action_xid == 79
     assert t.view(1, 6.0).window == {13: 1} and t.view(1, 6.0).node_action_xid == 0
     assert t.view(2, 0.0).last == 0
+
+
+def test_xids_of_a_gpu_lost_at_start_are_counted_once_it_is_back(rig) -> None:
+    r = rig("p5-8xh100", job_attribution=False)
+    r.fake.set_lost(3)
+    r.cycle()  # GPU 3 is lost when NVML enumerates the GPUs
+    r.fake.set_lost(3, False)
+    r.clock.advance(5)
+    r.cycle()  # rediscovered
+    assert value(r.text(), "nodeagent_gpu_up", gpu="3") == "1"
+    r.fake.inject_xid(3, 79)
+    r.clock.advance(5)
+    r.cycle()
+    assert value(r.text(), "nodeagent_gpu_xid_errors_total", gpu="3", xid="79", action="node") == "1"
+
+
+def test_event_thread_starts_when_the_first_gpu_is_registered(rig) -> None:
+    r = rig("g5-1xa10g", threads=True, start=False, interval=3600)
+    r.fake.set_lost(0)  # the only GPU is lost at start: nothing to register yet
+    r.sampler.start()
+    assert r.sampler.wait_cycles(1, 5)
+    assert not any(t.name == "gpu-xid-events" for t in r.sampler._threads)
+    r.fake.set_lost(0, False)
+    r.sampler.trigger()
+    assert r.sampler.wait_cycles(2, 5)
+    r.fake.inject_xid(0, 79)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and r.sampler.xids.view(0, r.clock()).counts != {79: 1}:
+        time.sleep(0.01)
+    assert r.sampler.xids.view(0, r.clock()).counts == {79: 1}
+
+
+def test_repeated_xids_are_logged_once_then_summarised_every_ten_minutes(rig) -> None:
+    r = rig("g5-1xa10g")
+    r.cycle()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(50):
+            r.fake.inject_xid(0, 13)
+        r.fake.inject_xid(0, 43)
+        r.cycle()
+        for _ in range(30):  # 15 minutes, five more XID 13s every 30 s
+            r.clock.advance(30)
+            for _ in range(5):
+                r.fake.inject_xid(0, 13)
+            r.cycle()
+    lines = [(e["event"], e["xid"], e.get("count")) for e in logs if e["event"].startswith("gpu_xid")]
+    # the first 13, the first 43, then one summary after 10 minutes (49 repeats + 20 x 5)
+    assert lines == [("gpu_xid", 13, None), ("gpu_xid", 43, None), ("gpu_xid_repeated", 13, 149)]
+    assert value(r.text(), "nodeagent_gpu_xid_errors_total", xid="13") == "200"  # the metric counts them all

@@ -42,7 +42,8 @@ PROF_FIELD_IDS: dict[str, int] = {
     "DCGM_FI_PROF_NVLINK_TX_BYTES": 1011,
     "DCGM_FI_PROF_NVLINK_RX_BYTES": 1012,
 }
-_INT_FIELDS = frozenset(
+# the profiling fields that are integers (bytes per second); the rest are ratios
+INT_FIELDS = frozenset(
     {
         "DCGM_FI_PROF_PCIE_TX_BYTES",
         "DCGM_FI_PROF_PCIE_RX_BYTES",
@@ -88,7 +89,7 @@ class DcgmProfiling:
                 name = self._by_id.get(fid)
                 if name is None or isinstance(raw, (str, bytes)) or raw is None:
                     continue
-                values[name] = int(raw) if name in _INT_FIELDS else float(raw)
+                values[name] = int(raw) if name in INT_FIELDS else float(raw)
             if values:
                 out[(index, None)] = values
         return out

@@ -20,6 +20,7 @@ import pynvml
 import structlog
 
 from nodeagent.gpu.backend import GpuRef, NvmlApi, ProfilingSource, ProfilingValues
+from nodeagent.gpu.dcgm import INT_FIELDS
 
 log = structlog.get_logger(__name__)
 
@@ -40,10 +41,6 @@ GPM_METRICS: tuple[tuple[int, str, float], ...] = (
     (pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC, "DCGM_FI_PROF_NVLINK_TX_BYTES", _MIB),
     (pynvml.NVML_GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC, "DCGM_FI_PROF_NVLINK_RX_BYTES", _MIB),
 )
-_INT_FIELDS = {"DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES"} | {
-    "DCGM_FI_PROF_NVLINK_TX_BYTES",
-    "DCGM_FI_PROF_NVLINK_RX_BYTES",
-}
 
 
 def real_nvml() -> NvmlApi:
@@ -88,7 +85,9 @@ class GpmProfiling:
                     if self._errors.get(key) != str(e):
                         log.warning("gpu_gpm_sample_failed", gpu=gpu.index, gpu_instance=gi, error=str(e))
                         self._errors[key] = str(e)
-                    self._samples.pop(key, None)
+                    state = self._samples.get(key)
+                    if state is not None:
+                        state[2] = -1  # keep the two samples; start over next cycle
                     continue
                 self._errors.pop(key, None)
                 if values:
@@ -99,7 +98,7 @@ class GpmProfiling:
         key = (gpu.index, gi)
         state = self._samples.get(key)
         if state is None:
-            state = [self.api.nvmlGpmSampleAlloc(), self.api.nvmlGpmSampleAlloc(), -1]
+            state = [*self._alloc_pair(), -1]
             self._samples[key] = state
         last = state[2]
         cur_i = 0 if last != 0 else 1
@@ -125,14 +124,25 @@ class GpmProfiling:
             if metric.nvmlReturn != pynvml.NVML_SUCCESS:
                 continue
             value = float(metric.value) * scale
-            values[field_name] = round(value) if field_name in _INT_FIELDS else value
+            values[field_name] = round(value) if field_name in INT_FIELDS else value
         return values
+
+    def _alloc_pair(self) -> tuple[Any, Any]:
+        first = self.api.nvmlGpmSampleAlloc()
+        try:
+            return first, self.api.nvmlGpmSampleAlloc()
+        except pynvml.NVMLError:
+            self._free(first)
+            raise
+
+    def _free(self, sample: Any) -> None:
+        with contextlib.suppress(pynvml.NVMLError):
+            self.api.nvmlGpmSampleFree(sample)
 
     def close(self) -> None:
         for state in self._samples.values():
             for sample in state[:2]:
-                with contextlib.suppress(pynvml.NVMLError):
-                    self.api.nvmlGpmSampleFree(sample)
+                self._free(sample)
         self._samples.clear()
 
 

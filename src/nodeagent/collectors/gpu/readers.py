@@ -249,20 +249,21 @@ def readers_for(fields: Sequence[str]) -> list[Reader]:
 
 
 # ---- label-type fields: read once per GPU at start --------------------------------
-def _decode(value: Any) -> str:
+def decode(value: Any) -> str:
+    """A string NVML returns (bytes with older pynvml releases)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 SYSTEM_LABELS: Mapping[str, Callable[[NvmlApi], str]] = {
-    "DCGM_FI_DRIVER_VERSION": lambda a: _decode(a.nvmlSystemGetDriverVersion()),
-    "DCGM_FI_NVML_VERSION": lambda a: _decode(a.nvmlSystemGetNVMLVersion()),
+    "DCGM_FI_DRIVER_VERSION": lambda a: decode(a.nvmlSystemGetDriverVersion()),
+    "DCGM_FI_NVML_VERSION": lambda a: decode(a.nvmlSystemGetNVMLVersion()),
     "DCGM_FI_CUDA_DRIVER_VERSION": lambda a: str(int(a.nvmlSystemGetCudaDriverVersion())),
 }
 DEVICE_LABELS: Mapping[str, Callable[[NvmlApi, Handle], str]] = {
-    "DCGM_FI_DEV_NAME": lambda a, h: _decode(a.nvmlDeviceGetName(h)),
-    "DCGM_FI_DEV_SERIAL": lambda a, h: _decode(a.nvmlDeviceGetSerial(h)),
-    "DCGM_FI_DEV_UUID": lambda a, h: _decode(a.nvmlDeviceGetUUID(h)),
-    "DCGM_FI_DEV_PCI_BUSID": lambda a, h: _decode(a.nvmlDeviceGetPciInfo(h).busId),
-    "DCGM_FI_DEV_VBIOS_VERSION": lambda a, h: _decode(a.nvmlDeviceGetVbiosVersion(h)),
-    "DCGM_FI_DEV_INFOROM_IMAGE_VER": lambda a, h: _decode(a.nvmlDeviceGetInforomImageVersion(h)),
+    "DCGM_FI_DEV_NAME": lambda a, h: decode(a.nvmlDeviceGetName(h)),
+    "DCGM_FI_DEV_SERIAL": lambda a, h: decode(a.nvmlDeviceGetSerial(h)),
+    "DCGM_FI_DEV_UUID": lambda a, h: decode(a.nvmlDeviceGetUUID(h)),
+    "DCGM_FI_DEV_PCI_BUSID": lambda a, h: decode(a.nvmlDeviceGetPciInfo(h).busId),
+    "DCGM_FI_DEV_VBIOS_VERSION": lambda a, h: decode(a.nvmlDeviceGetVbiosVersion(h)),
+    "DCGM_FI_DEV_INFOROM_IMAGE_VER": lambda a, h: decode(a.nvmlDeviceGetInforomImageVersion(h)),
 }

@@ -13,9 +13,13 @@ that GPU and starts a replacement sampler thread that samples the other
 GPUs. When more than gpu.max_hung_calls calls hang (a wedged driver blocks
 every call), no replacement is started and the snapshot is stale until a call
 returns. A parked thread whose call returns exits, and its GPU is sampled
-again from the next cycle.
+again from the next cycle. A hang in the optional profiling source (DCGM or
+GPM) is not counted: profiling is turned off for the process instead.
 
-XID events come from a third thread blocked in nvmlEventSetWait.
+XID events come from a third thread blocked in nvmlEventSetWait, started when
+the first GPU registers for them (a GPU lost at start registers once it is
+back). An XID is logged the first time a GPU reports it; repeats are
+summarised at most once per 10 minutes.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import pynvml
 import structlog
@@ -36,7 +40,7 @@ from nodeagent.collectors.gpu import readers as rd
 from nodeagent.collectors.gpu.jobs import JobResolver, MappingDir, bounded
 from nodeagent.collectors.gpu.render import RenderOptions, render_families, select_counters
 from nodeagent.collectors.gpu.state import GpuState, MigState, Snapshot, Value
-from nodeagent.collectors.gpu.xid import XidTracker
+from nodeagent.collectors.gpu.xid import XidLogLimiter, XidTracker
 from nodeagent.gpu.backend import Backend, GpuRef, MigRef, NvmlApi, ProfilingSource, handle_key, open_backend
 from nodeagent.gpu.counters import CounterRow, default_counters, load_counters_file
 from nodeagent.gpu.instances import expected_gpus
@@ -48,6 +52,8 @@ log = structlog.get_logger(__name__)
 _UNSUPPORTED = (pynvml.NVMLError_NotSupported, pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_NoPermission)
 _PROCESSES = "_processes"  # pseudo field: nvmlDeviceGetComputeRunningProcesses
 _MIG_REFRESH = 60.0
+_XID_LOG_PERIOD = 600.0  # a repeated XID is logged once, then summarised at most this often
+_PROFILING = "profiling_"  # prefix of the sections that watch the profiling source
 
 
 class GpuLost(Exception):
@@ -58,42 +64,52 @@ class Abandoned(Exception):
     """The watchdog replaced this sampler thread while it was stuck."""
 
 
+class InFlight(NamedTuple):
+    """The call a sampler thread is in, published as one value."""
+
+    name: str
+    since: float
+    seq: int  # per call: the watchdog's verdict is matched on it, never on `since`
+    gpu: int | None
+    profiling: bool  # in the optional profiling source (a profiling_* section)
+
+
 class TimedApi:
-    """Wraps an NvmlApi: times and counts calls, records the call in flight."""
+    """Wraps an NvmlApi: times and counts calls, records the call in flight.
+
+    `current` and `hung` are read and written under the sampler's lock, the
+    lock the watchdog holds, so it never sees half of a call's bookkeeping.
+    """
 
     def __init__(self, api: NvmlApi, clock: Callable[[], float], generation: int,
-                 on_release: Callable[[TimedApi], None]) -> None:
+                 lock: threading.Lock, on_release: Callable[[TimedApi], None]) -> None:
         self._api = api
         self._clock = clock
+        self._lock = lock
         self._on_release = on_release
         self.generation = generation
         self.seconds = 0.0
         self.calls = 0
         self.gpu: int | None = None
-        self.in_call: str | None = None
-        self.call_started = 0.0
-        self.hung = False
-        self.hung_since = -1.0
+        self.current: InFlight | None = None
+        self.hung: InFlight | None = None  # the call the watchdog declared hung
+        self._seq = 0
 
     def __getattr__(self, name: str) -> Any:
         fn = getattr(self._api, name)
         if not name.startswith("nvml") or not callable(fn):
             return fn
         perf = time.perf_counter
-        clock = self._clock
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self.in_call = name
-            self.call_started = since = clock()
+            outer = self._enter(name)
             started = perf()
             try:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += perf() - started
                 self.calls += 1
-                self.in_call = None
-                if self.hung and since == self.hung_since:
-                    self._on_release(self)
+                self._exit(outer)
 
         self.__dict__[name] = timed  # later lookups skip __getattr__
         return timed
@@ -101,16 +117,32 @@ class TimedApi:
     @contextmanager
     def section(self, name: str) -> Iterator[None]:
         """Watch a block of non-NVML driver calls (DCGM) like one NVML call."""
-        self.in_call = name
-        self.call_started = since = self._clock()
+        outer = self._enter(name)
         started = time.perf_counter()
         try:
             yield
         finally:
             self.seconds += time.perf_counter() - started
-            self.in_call = None
-            if self.hung and since == self.hung_since:
-                self._on_release(self)
+            self._exit(outer)
+
+    def _enter(self, name: str) -> InFlight | None:
+        since = self._clock()
+        with self._lock:
+            outer = self.current
+            self._seq += 1
+            profiling = name.startswith(_PROFILING) or (outer is not None and outer.profiling)
+            self.current = InFlight(name, since, self._seq, self.gpu, profiling)
+        return outer
+
+    def _exit(self, outer: InFlight | None) -> None:
+        # an NVML call inside a section returned: the section is watched again from now
+        resumed = None if outer is None else outer._replace(since=self._clock())
+        with self._lock:
+            done = self.current
+            self.current = resumed
+            released = done is not None and self.hung is not None and self.hung.seq == done.seq
+        if released:
+            self._on_release(self)
 
     def reset(self) -> None:
         self.seconds = 0.0
@@ -137,6 +169,7 @@ class HungCall:
     gpu: int | None
     call: str
     since: float
+    profiling: bool = False  # in the profiling source: not counted towards max_hung_calls
 
 
 @dataclass
@@ -152,10 +185,6 @@ class SamplerStatus:
     profiling: str
     cycles: int
     total_calls: int
-
-
-def _decode(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class _CurrentTimer:
@@ -249,7 +278,10 @@ class Sampler:
         self._by_key: dict[int, int] = {}
         self._mig_checked = 0.0
         self._profiling: ProfilingSource | None = None
+        self._profiling_disabled = False  # a profiling call hung: no profiling for this process
         self._event_set: Any = None
+        self._xid_thread_started = False
+        self._xid_log = XidLogLimiter(_XID_LOG_PERIOD)
         self._unsupported: dict[tuple[int, int | None], set[str]] = {}
         self._new_unsupported: dict[tuple[str, str], list[str]] = {}
         self._errors: dict[tuple[int, str], str] = {}
@@ -264,19 +296,20 @@ class Sampler:
     def start(self) -> None:
         if not self.threads:
             return
-        self._spawn(self._generation)
-        watchdog = threading.Thread(target=self._watch_loop, name="gpu-watchdog", daemon=True)
-        watchdog.start()
-        self._threads.append(watchdog)
+        with self._lock:
+            self._spawn(self._generation)
+            self._start_thread(self._watch_loop, "gpu-watchdog")
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the threads; never blocks longer than `timeout` on a stuck call."""
         self._stop.set()
         self._wake.set()
         deadline = time.monotonic() + timeout
-        for t in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        stuck = any(t.is_alive() for t in self._threads) or bool(self._hung)
+        stuck = any(t.is_alive() for t in threads) or bool(self._hung)
         if stuck:
             log.warning("gpu_sampler_close_stuck", hung=len(self._hung))
             return
@@ -306,7 +339,13 @@ class Sampler:
         return True
 
     def _spawn(self, generation: int) -> None:
-        t = threading.Thread(target=self._loop, args=(generation,), name=f"gpu-sampler-{generation}", daemon=True)
+        """Start a sampler thread (under the lock)."""
+        self._threads = [t for t in self._threads if t.is_alive()]  # parked threads that returned
+        self._start_thread(lambda: self._loop(generation), f"gpu-sampler-{generation}")
+
+    def _start_thread(self, target: Callable[[], None], name: str) -> None:
+        """Start a daemon thread and keep it for close() (under the lock)."""
+        t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
 
@@ -329,31 +368,37 @@ class Sampler:
 
     # ---- the watchdog -------------------------------------------------------------------
     def _new_timer(self, generation: int) -> TimedApi:
-        return TimedApi(self.backend.api, self.clock, generation, self._released)
+        return TimedApi(self.backend.api, self.clock, generation, self._lock, self._released)
 
     def check_watchdog(self) -> None:
         """Declare the current thread's call hung after call_timeout; replace the
         thread unless too many calls hang already."""
         with self._lock:
             timer = self._timer
-            call = timer.in_call
-            if call is None or timer.hung:
+            call = timer.current
+            if call is None or timer.hung is not None:
                 return
-            held = self.clock() - timer.call_started
+            held = self.clock() - call.since
             if held <= self.settings.call_timeout:
                 return
-            timer.hung = True
-            timer.hung_since = timer.call_started
-            hung = HungCall(timer.generation, timer.gpu, call, timer.call_started)
-            self._hung[timer.generation] = hung
-            if timer.gpu is not None:
-                self._quarantine[timer.gpu] = call
-            log.error("gpu_nvml_call_hung", gpu=timer.gpu, call=call, seconds=round(held, 1))
-            if len(self._hung) > self.settings.max_hung_calls:
-                if not self._wedged_logged:
-                    log.error("gpu_sampler_wedged", hung_calls=len(self._hung))
-                    self._wedged_logged = True
-                return
+            timer.hung = call
+            self._hung[timer.generation] = HungCall(timer.generation, call.gpu, call.name, call.since, call.profiling)
+            if call.profiling:
+                # the optional profiling source hangs: sample without it from now on
+                self._profiling = None
+                if not self._profiling_disabled:
+                    log.error("gpu_profiling_disabled", call=call.name, seconds=round(held, 1))
+                    self._profiling_disabled = True
+            else:
+                if call.gpu is not None:
+                    self._quarantine[call.gpu] = call.name
+                log.error("gpu_nvml_call_hung", gpu=call.gpu, call=call.name, seconds=round(held, 1))
+                hung_calls = sum(1 for h in self._hung.values() if not h.profiling)
+                if hung_calls > self.settings.max_hung_calls:
+                    if not self._wedged_logged:
+                        log.error("gpu_sampler_wedged", hung_calls=hung_calls)
+                        self._wedged_logged = True
+                    return
             self._generation += 1
             self._timer = self._new_timer(self._generation)
             if self.threads and not self._stop.is_set():
@@ -362,7 +407,7 @@ class Sampler:
     def _released(self, timer: TimedApi) -> None:
         with self._lock:
             hung = self._hung.pop(timer.generation, None)
-            timer.hung = False
+            timer.hung = None
             if hung is None:
                 return
             if hung.gpu is not None and self._quarantine.get(hung.gpu) == hung.call:
@@ -382,7 +427,7 @@ class Sampler:
         with self._lock:
             snap = self._snapshot
             hung = list(self._hung.values())
-            wedged = self._timer.hung
+            wedged = self._timer.hung is not None
         age = None if snap is None else max(0.0, now - snap.monotonic)
         limit = self.settings.stale_limit()
         reason = ""
@@ -421,14 +466,14 @@ class Sampler:
         started = time.perf_counter()
         now = self.clock()
         if not self._initialized:
-            if now < self._next_init:
-                return None
-            if not self._init(timer, gen):
+            # no driver (a CPU-only node) is reported every cycle: never stale
+            if now < self._next_init or not self._init(timer, gen):
                 return self._publish(gen, timer, started, [], error=self._init_error)
         elif now - self._mig_checked > _MIG_REFRESH:
             self._refresh_mig(timer)
         if not self.threads:
             self._drain_xids(timer)
+        self._xid_log.flush(now)
         if self.needs_processes:
             self.jobs.begin_cycle()
         mapping = self.mapping.read() if self.mapping else {}
@@ -451,8 +496,9 @@ class Sampler:
             finally:
                 timer.gpu = None
         self._check_current(gen)
-        if self._profiling is not None:
-            self._add_profiling(timer, states)
+        profiling = self._profiling
+        if profiling is not None:
+            self._add_profiling(timer, profiling, states)
         for state in states:
             if state.up:
                 state.idle_seconds = self._idle(state, now)
@@ -535,25 +581,35 @@ class Sampler:
         log.info("gpu_nvml_initialised", gpus=count, backend=self.backend.kind,
                  driver=system_labels.get("DCGM_FI_DRIVER_VERSION", ""))
         self._setup_events(api)
+        if not self._profiling_disabled:
+            self._setup_profiling(timer, gen)
+        return True
+
+    def _setup_profiling(self, timer: TimedApi, gen: int) -> None:
         try:
-            with timer.section("profiling_setup"):
+            with timer.section(f"{_PROFILING}setup"):
                 current = cast(NvmlApi, _CurrentTimer(self._local, timer))
-                self._profiling = self.backend.profiling(current, self._refs)
+                source = self.backend.profiling(current, self._refs)
         except Exception as e:  # profiling is optional: never fail sampling over it
             log.warning("gpu_profiling_unavailable", error=str(e))
-            self._profiling = None
-        if self._profiling is not None:
-            log.info("gpu_profiling", source=self._profiling.name)
-        return True
+            return
+        if gen != self._generation:  # the setup hung: the watchdog disabled profiling
+            if source is not None:
+                with suppress(Exception):
+                    source.close()
+            raise Abandoned()
+        self._profiling = source
+        if source is not None:
+            log.info("gpu_profiling", source=source.name)
 
     def _discover(self, api: NvmlApi, index: int, system_labels: dict[str, str]) -> _Gpu:
         handle = api.nvmlDeviceGetHandleByIndex(index)
         gpu = _Gpu(
             index,
             handle,
-            uuid=_decode(api.nvmlDeviceGetUUID(handle)),
-            pci_bus_id=_decode(api.nvmlDeviceGetPciInfo(handle).busId),
-            model=_decode(api.nvmlDeviceGetName(handle)),
+            uuid=rd.decode(api.nvmlDeviceGetUUID(handle)),
+            pci_bus_id=rd.decode(api.nvmlDeviceGetPciInfo(handle).busId),
+            model=rd.decode(api.nvmlDeviceGetName(handle)),
             labels=dict(system_labels),
         )
         for name in self.selection.label_fields:
@@ -587,7 +643,7 @@ class Sampler:
             try:
                 mig = api.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
                 gi = int(api.nvmlDeviceGetGpuInstanceId(mig))
-                name = _decode(api.nvmlDeviceGetName(mig))
+                name = rd.decode(api.nvmlDeviceGetName(mig))
             except pynvml.NVMLError_NotFound:
                 continue  # an empty slot
             except pynvml.NVMLError_GpuIsLost:
@@ -623,24 +679,28 @@ class Sampler:
         if self._event_set is not None:
             return
         try:
-            event_set = api.nvmlEventSetCreate()
+            self._event_set = api.nvmlEventSetCreate()
         except pynvml.NVMLError as e:
             log.warning("gpu_xid_events_unavailable", error=str(e))
             return
-        registered = 0
         for gpu in self._gpus:
-            if gpu.handle is None:
-                continue
-            try:
-                api.nvmlDeviceRegisterEvents(gpu.handle, pynvml.nvmlEventTypeXidCriticalError, event_set)
-                registered += 1
-            except pynvml.NVMLError as e:
-                log.warning("gpu_xid_events_unsupported", gpu=gpu.index, error=str(e))
-        self._event_set = event_set
-        if registered and self.threads:
-            t = threading.Thread(target=self._xid_loop, name="gpu-xid-events", daemon=True)
-            t.start()
-            self._threads.append(t)
+            if gpu.handle is not None:
+                self._register_events(api, gpu)
+
+    def _register_events(self, api: NvmlApi, gpu: _Gpu) -> None:
+        """XID events of one GPU (at start, or when a GPU lost at start is back);
+        the first registration starts the event thread."""
+        if self._event_set is None:
+            return
+        try:
+            api.nvmlDeviceRegisterEvents(gpu.handle, pynvml.nvmlEventTypeXidCriticalError, self._event_set)
+        except pynvml.NVMLError as e:
+            log.warning("gpu_xid_events_unsupported", gpu=gpu.index, error=str(e))
+            return
+        with self._lock:
+            if self.threads and not self._xid_thread_started:
+                self._xid_thread_started = True
+                self._start_thread(self._xid_loop, "gpu-xid-events")
 
     def _xid_loop(self) -> None:
         api = self.backend.api  # waits block by design: not timed by the watchdog
@@ -679,8 +739,9 @@ class Sampler:
         if index is None:
             log.warning("gpu_xid_unknown_device", xid=xid)
             return
-        log.warning("gpu_xid", gpu=index, xid=xid)
-        self.xids.record(index, xid, self.clock())
+        now = self.clock()
+        self._xid_log.record(index, xid, now)
+        self.xids.record(index, xid, now)
 
     # ---- per GPU -------------------------------------------------------------------------------
     def _down(self, gpu: _Gpu, reason: str) -> GpuState:
@@ -759,6 +820,7 @@ class Sampler:
                 raise GpuLost() from None
             self._by_key[handle_key(fresh.handle)] = fresh.index
             self._refs = [GpuRef(g.index, g.uuid, g.handle, g.mig) for g in self._gpus if g.handle is not None]
+            self._register_events(api, fresh)
             gpu = fresh
         values = self._read(api, gpu.index, None, gpu.handle, self.readers)
         state = GpuState(gpu.index, gpu.uuid, gpu.pci_bus_id, gpu.model, values=values, labels=gpu.labels)
@@ -815,20 +877,29 @@ class Sampler:
                     else:
                         gpu_jobs.append(job)
                 state.processes = len(procs)
-                state.process_memory = memory
+                state.process_memory = self._bounded_memory(memory, str(gpu.index))
         limit = self.settings.max_jobs_per_gpu
         state.jobs = bounded(gpu_jobs, limit, str(gpu.index), self._jobs_warned)
         for inst in state.mig:
             inst.jobs = bounded([*gpu_jobs, *inst_jobs.get(inst.gi_id, ())], limit,
                                 f"{gpu.index}.{inst.gi_id}", self._jobs_warned)
 
-    def _add_profiling(self, timer: TimedApi, states: list[GpuState]) -> None:
-        assert self._profiling is not None
+    def _bounded_memory(self, memory: dict[str, int], where: str) -> dict[str, int]:
+        """Memory per job for at most max_jobs_per_gpu jobs, picked as hpc_job's are;
+        the other jobs' memory is folded into "" (no job)."""
+        kept = set(bounded((job for job in memory if job), self.settings.max_jobs_per_gpu, where, self._jobs_warned))
+        folded: dict[str, int] = {}
+        for job, used in memory.items():
+            key = job if job in kept else ""
+            folded[key] = folded.get(key, 0) + used
+        return folded
+
+    def _add_profiling(self, timer: TimedApi, profiling: ProfilingSource, states: list[GpuState]) -> None:
         up = {s.index for s in states if s.up}
         refs = [r for r in self._refs if r.index in up]
         try:
-            with timer.section(f"profiling_{self._profiling.name}"):
-                values = self._profiling.sample(refs)
+            with timer.section(f"{_PROFILING}{profiling.name}"):
+                values = profiling.sample(refs)
         except Exception as e:  # DCGM raises its own error classes
             self._transient(-1, "profiling", e)
             return

@@ -31,7 +31,8 @@ class GpuState:
     mig: list[MigState] = field(default_factory=list)
     jobs: tuple[str, ...] = ()
     processes: int | None = None  # None: not read
-    process_memory: dict[str, int] = field(default_factory=dict)  # job ("" = none) -> bytes
+    # job ("" = none, or beyond gpu.max_jobs_per_gpu) -> bytes
+    process_memory: dict[str, int] = field(default_factory=dict)
     xid: XidView = field(default_factory=XidView)
     clock_events: dict[str, int] = field(default_factory=dict)  # clock event name -> samples in window
     idle_seconds: float | None = None  # allocated and idle this long; None: not allocated or unknown

@@ -21,6 +21,10 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 NODE_ACTION_XIDS = frozenset({48, 64, 74, 79, 95})
 APP_XIDS = frozenset({13, 31, 43, 45, 63, 92, 94})
 
@@ -77,3 +81,41 @@ class XidTracker:
                 state.recent.popleft()
             window: Counter[int] = Counter(x for _, x in state.recent)
             return XidView(state.last, dict(state.counts), state.node_action_xid, dict(window))
+
+
+@dataclass
+class _Logged:
+    at: float  # when this (gpu, xid) was last logged
+    repeats: int = 0  # seen since then
+
+
+class XidLogLimiter:
+    """Logs an XID the first time a GPU reports it; repeats are summarised by
+    flush() (each sampling cycle) in at most one line per `period` seconds. The
+    metrics count every one. Thread-safe: the watcher thread records, the
+    sampler flushes."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[int, int], _Logged] = {}
+
+    def record(self, gpu: int, xid: int, now: float) -> None:
+        with self._lock:
+            logged = self._seen.get((gpu, xid))
+            if logged is not None:
+                logged.repeats += 1
+                return
+            self._seen[(gpu, xid)] = _Logged(now)
+        log.warning("gpu_xid", gpu=gpu, xid=xid)
+
+    def flush(self, now: float) -> None:
+        """Log the summaries that are due."""
+        due: list[tuple[int, int, int, float]] = []
+        with self._lock:
+            for (gpu, xid), logged in self._seen.items():
+                if logged.repeats and now - logged.at >= self.period:
+                    due.append((gpu, xid, logged.repeats, now - logged.at))
+                    logged.at, logged.repeats = now, 0
+        for gpu, xid, count, seconds in due:
+            log.warning("gpu_xid_repeated", gpu=gpu, xid=xid, count=count, seconds=round(seconds))
