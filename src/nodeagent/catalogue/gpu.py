@@ -375,7 +375,8 @@ GPU_PROCESSES = gauge(
 )
 GPU_PROCESS_MEMORY = gauge(
     "nodeagent_gpu_process_memory_used_bytes",
-    "GPU memory used by the compute processes of each job on the GPU (gpu.process_metrics).",
+    "GPU memory used by the compute processes of each job on the GPU (gpu.process_metrics); jobs beyond "
+    "gpu.max_jobs_per_gpu, and processes of no job, are summed under hpc_job=\"\".",
     collector=COLLECTOR,
     labels=(*GPU_LABELS, "hpc_job"),
     unit="bytes",
