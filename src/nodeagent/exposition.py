@@ -35,6 +35,9 @@ def escape_help(text: str) -> str:
 def format_value(value: float, style: str = "go") -> str:
     if isinstance(value, int):
         return str(int(value))
+    # the common case first: a whole number (is_integer is False for NaN and infinities)
+    if style == "go" and value.is_integer() and -1e15 < value < 1e15:
+        return str(int(value))
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):

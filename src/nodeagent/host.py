@@ -82,10 +82,15 @@ class Host:
         self._procfs = Path(self.roots.procfs)
         self._sysfs = Path(self.roots.sysfs)
         self._rootfs = Path(self.roots.rootfs)
+        self._proc_paths: dict[tuple[str, ...], Path] = {}
 
     # ---- paths ---------------------------------------------------------
     def proc(self, *parts: str) -> Path:
-        return self._procfs.joinpath(*parts)
+        # collectors ask for the same few dozen paths every scrape: build each once
+        path = self._proc_paths.get(parts)
+        if path is None:
+            path = self._proc_paths[parts] = self._procfs.joinpath(*parts)
+        return path
 
     def sys(self, *parts: str) -> Path:
         return self._sysfs.joinpath(*parts)
