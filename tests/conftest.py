@@ -1,16 +1,10 @@
 """Fixtures shared by the whole suite."""
 
-import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import structlog
-from testlib import AgentProcess, free_port
+from testlib import AgentProcess, MotoServer
 
 
 @pytest.fixture(autouse=True)
@@ -41,28 +35,6 @@ def agent_process():
 def moto_url() -> Iterator[str]:
     """A real moto_server (CloudWatch, S3) on 127.0.0.1, one for the session;
     tests reset its state (POST /moto-api/reset) as they need."""
-    # the console script installed beside this interpreter (not a pyenv shim), else PATH
-    beside = Path(sys.executable).parent / "moto_server"
-    exe = str(beside) if beside.exists() else shutil.which("moto_server")
-    argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
-    port = free_port()
-    proc = subprocess.Popen([*argv, "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    server = MotoServer()
+    yield server.url
+    server.stop()

@@ -55,3 +55,39 @@ class AgentProcess:
         return self.proc.returncode, out, err
 
 
+
+
+class MotoServer:
+    """A real moto_server on 127.0.0.1 (CloudWatch, S3, IAM), stopped by PID."""
+
+    def __init__(self, env: dict | None = None) -> None:
+        import os
+        import shutil
+        import urllib.request
+
+        # the console script installed beside this interpreter (not a pyenv shim), else PATH
+        beside = Path(sys.executable).parent / "moto_server"
+        exe = str(beside) if beside.exists() else shutil.which("moto_server")
+        argv = [exe] if exe else [sys.executable, "-m", "moto.server"]
+        port = free_port()
+        self.proc = subprocess.Popen([*argv, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **(env or {})},
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

@@ -6,12 +6,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +20,7 @@ if str(HERE) not in sys.path:
 
 from check_helpers import CheckSlurm  # noqa: E402
 from localslurm import slurm_available  # noqa: E402
-from testlib import free_port  # noqa: E402
+from testlib import MotoServer  # noqa: E402
 
 
 def _base_dir(prefix: str) -> Path:
@@ -77,21 +73,9 @@ def moto_iam() -> Iterator[dict[str, Any]]:
     """{"url", "allowed": keys of a user who may publish, "denied": keys of one who may not}."""
     import boto3
 
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = MotoServer(env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)})
+    url = server.url
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.05)
         iam = boto3.client("iam", region_name="us-east-1", endpoint_url=url,
                            aws_access_key_id="setup", aws_secret_access_key="setup")
         keys = {}
@@ -109,12 +93,7 @@ def moto_iam() -> Iterator[dict[str, Any]]:
             keys[user] = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
         yield {"url": url, **keys}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        server.stop()
 
 
 @pytest.fixture
