@@ -11,7 +11,9 @@ classic factor 2^-(EffectvUsage/NormShares).
 
 Under Fair Tree (Slurm's default) sshare prints FairShare for users only, so
 slurm_account_fairshare has no series there; the classic algorithm
-(PriorityFlags=NO_FAIR_TREE) prints it for accounts too.
+(PriorityFlags=NO_FAIR_TREE) prints it for accounts too. LevelFS
+(slurm_account_fairshare_level) is compared with `sshare -o Account,User,LevelFS`
+run on its own: Fair Tree computes it, classic does not (sshare prints 0).
 
 The parser tests at the end read outputs captured from this cluster
 (tests/fixtures/slurm/<version>/sshare_accounting_*.txt, written by
@@ -103,6 +105,19 @@ def direct_sshare(cluster: AccountingSlurm) -> tuple[dict[str, dict[str, str]], 
     return accounts, users
 
 
+def direct_levelfs(cluster: AccountingSlurm) -> dict[str, str]:
+    """`sshare -a -P -o Account,User,LevelFS`: {account: LevelFS as printed}."""
+    lines = cluster.run("sshare", "-a", "-P", "-o", "Account,User,LevelFS").stdout.splitlines()
+    assert lines[0] == "Account|User|LevelFS", lines[0]
+    levels: dict[str, str] = {}
+    for line in lines[1:]:
+        account, user, level = line.split("|")
+        if not user:
+            levels[account.strip()] = level
+    assert set(levels) == {"root", *ACCOUNT_SHARES}
+    return levels
+
+
 def collect(cluster: AccountingSlurm) -> dict[str, dict[tuple[str, ...], float]]:
     c = make_collector(SshareCollector, slurm_conf=str(cluster.conf), per_user=True)
     try:
@@ -154,10 +169,21 @@ def test_fair_tree_fairshare_real(accounting: tuple[AccountingSlurm, list[JobRec
     cluster.set_priority_flags("")  # Fair Tree, the default
     s = collect(cluster)
     accounts, users = direct_sshare(cluster)
+    levels = direct_levelfs(cluster)
     check_same_as_sshare(s, accounts, users)
     check_usage_and_shares(s, jobs)
     # Fair Tree prints no FairShare for accounts (their LevelFS ranks users)
     assert not s.get("slurm_account_fairshare")
+    # LevelFS: what sshare printed (none for the root account), for every
+    # account under root; there, shares / usage among the siblings
+    level = s["slurm_account_fairshare_level"]
+    assert level == {(a,): float(v) for a, v in levels.items() if v != ""}
+    assert set(level) == {(a,) for a in ACCOUNT_SHARES}
+    norm_shares = s["slurm_account_fairshare_norm_shares"]
+    norm_usage = s["slurm_account_fairshare_norm_usage"]
+    for key, value in level.items():
+        assert value == pytest.approx(norm_shares[key] / norm_usage[key], rel=1e-5), key
+    assert level[("physics",)] > 1 > level[("chem",)]  # physics is under-served
     # users ranked by usage against shares, level by level: root's own user
     # (no usage) first, then physics (less usage per share than chem) with
     # its lighter user first, chem's user last; the factor is rank / users
@@ -173,6 +199,7 @@ def test_classic_fairshare_real(accounting: tuple[AccountingSlurm, list[JobRecor
     try:
         s = collect(cluster)
         accounts, users = direct_sshare(cluster)
+        levels = direct_levelfs(cluster)
     finally:
         cluster.set_priority_flags("")
     check_same_as_sshare(s, accounts, users)
@@ -185,6 +212,10 @@ def test_classic_fairshare_real(accounting: tuple[AccountingSlurm, list[JobRecor
     fs = s["slurm_account_fairshare"]
     assert set(fs) == {("root",), *((a,) for a in ACCOUNT_SHARES)}
     assert fs[("physics",)] > fs[("chem",)]  # less usage per share
+    # classic computes no LevelFS: sshare prints nothing or 0 for it, and
+    # the collector exports no series
+    assert all(v == "" or float(v) == 0 for v in levels.values()), levels
+    assert not s.get("slurm_account_fairshare_level")
 
 
 # ---- parser tests on captured output (no Slurm needed) ---------------------------------
@@ -204,8 +235,12 @@ def test_sshare_captured_fair_tree(path: Path) -> None:
         assert res.accounts[a]["raw_shares"] == n
         assert "fairshare" not in res.accounts[a]
     assert sorted(res.users.values()) == [0.25, 0.5, 0.75, 1.0]
+    for a in ACCOUNT_SHARES:
+        v = res.accounts[a]
+        assert v["level_fs"] == pytest.approx(v["norm_shares"] / v["norm_usage"], rel=1e-5), a
     s = samples(sshare_families(res))
     assert "slurm_account_fairshare" not in s or not s["slurm_account_fairshare"]
+    assert s["slurm_account_fairshare_level"] == {(a,): res.accounts[a]["level_fs"] for a in ACCOUNT_SHARES}
     assert s["slurm_user_fairshare"] == res.users
 
 
@@ -222,8 +257,10 @@ def test_sshare_captured_classic(path: Path) -> None:
         v = res.accounts[a]
         # accounts directly under root: effective usage is the normalised one
         assert v["fairshare"] == pytest.approx(2 ** -(v["norm_usage"] / v["norm_shares"]), abs=2e-6)
+    assert not any("level_fs" in v for v in res.accounts.values())  # not computed: left out
     s = samples(sshare_families(res))
     assert s["slurm_account_fairshare"] == {(a,): v["fairshare"] for a, v in res.accounts.items()}
+    assert not s.get("slurm_account_fairshare_level")
 
 
 def test_captured_fixtures_exist() -> None:

@@ -6,6 +6,7 @@ more than 1 KB; 100k jobs). No Slurm needed."""
 
 from __future__ import annotations
 
+import math
 import time
 import tracemalloc
 import unicodedata
@@ -372,11 +373,11 @@ def test_sshare_parsable_lines() -> None:
     """Lines in sshare -P's layout (hand-written: this machine has no slurmdbd
     to capture them from)."""
     text = (
-        "|1.000000|1000|1.000000|||root\n"
-        "1|0.500000|600|0.600000|0.400000||  physics\n"
-        "1|0.500000|400|0.400000|0.600000||  chem|istry\n"
-        "1|0.250000|300|0.300000|0.350000|alice|  physics\n"
-        "parent|0.500000|100|0.100000|0.800000|bob|  chem|istry\n"
+        "|1.000000|1000|1.000000||||root\n"
+        "1|0.500000|600|0.600000|0.400000|0.000000||  physics\n"
+        "1|0.500000|400|0.400000|0.600000|0.000000||  chem|istry\n"
+        "1|0.250000|300|0.300000|0.350000|0.000000|alice|  physics\n"
+        "parent|0.500000|100|0.100000|0.800000|0.000000|bob|  chem|istry\n"
         "garbage\n"
     )
     res = parse_sshare(text, per_user=True)
@@ -387,6 +388,25 @@ def test_sshare_parsable_lines() -> None:
     assert s["nodeagent_slurm_malformed_records"][("sshare",)] == 1
     capped = parse_sshare(text, max_label_values=1, per_user=True)
     assert list(capped.accounts) == ["root"] and capped.overflow == {"account": 2, "user": 1}  # most usage
+    # classic lines (an account FairShare): LevelFS is not computed there
+    assert not s.get("slurm_account_fairshare_level")
+
+
+def test_sshare_fair_tree_level_fs() -> None:
+    """Fair Tree lines: no account FairShare, LevelFS per account; "inf"
+    (shares, no usage) is +Inf, empty ("parent" shares) or NaN is no series."""
+    text = (
+        "|0.000000|1000|||||root\n"
+        "1|0.250000|0|0.000000||inf||  idle\n"
+        "3|0.750000|1000|1.000000||0.750000||  busy\n"
+        "parent|0.750000|0|0.000000||||  sub\n"
+        "1|0.250000|5|0.000000||nan||  odd\n"
+        "1|1.000000|1000|1.000000|0.500000|1.000000|alice|  busy\n"
+    )
+    s = samples(sshare_families(parse_sshare(text)))
+    assert s["slurm_account_fairshare_level"] == {("idle",): math.inf, ("busy",): 0.75}
+    assert not s.get("slurm_account_fairshare")
+    assert s["nodeagent_slurm_malformed_records"][("sshare",)] == 0
 
 
 def test_squeue_garbage_without_newlines_fails_fast() -> None:
@@ -408,8 +428,8 @@ def test_sshare_cap_keeps_the_heaviest_accounts_and_users() -> None:
     """Fairshare cannot be summed into "(other)": the cap keeps the accounts
     with the most usage and the user rows with the lowest factor, and counts
     what it left out."""
-    lines = [f"1|0.1|{usage}|0.1|0.5||  acct{usage}" for usage in (10, 500, 30, 900)]
-    lines += [f"1|0.1|0|0.1|{fs}|user{i}|  acct900" for i, fs in enumerate((0.9, 0.1, 0.5))]
+    lines = [f"1|0.1|{usage}|0.1|0.5|0||  acct{usage}" for usage in (10, 500, 30, 900)]
+    lines += [f"1|0.1|0|0.1|{fs}|0|user{i}|  acct900" for i, fs in enumerate((0.9, 0.1, 0.5))]
     res = parse_sshare("\n".join(lines) + "\n", max_label_values=2, per_user=True)
     assert sorted(res.accounts) == ["acct500", "acct900"]
     assert sorted(res.users) == [("acct900", "user1"), ("acct900", "user2")]

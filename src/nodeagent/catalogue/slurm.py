@@ -385,6 +385,14 @@ ACCOUNT_FAIRSHARE = gauge(
     labels=("account",),
     group=GROUP,
 )
+ACCOUNT_FAIRSHARE_LEVEL = gauge(
+    "slurm_account_fairshare_level",
+    "Fair Tree LevelFS of the account: its normalised shares over its normalised usage among its siblings; "
+    "> 1 = under-served (sshare LevelFS; absent under the classic algorithm)",
+    collector="sshare",
+    labels=("account",),
+    group=GROUP,
+)
 ACCOUNT_FAIRSHARE_NORM_SHARES = gauge(
     "slurm_account_fairshare_norm_shares",
     "Normalised shares of the account.",

@@ -4,10 +4,17 @@ sshare, where accounting is configured.
 Without slurmdbd, sshare prints nothing and exits 0: nothing to report, which
 is a success (no series), not a failure.
 
-`sshare -a -n -P -o RawShares,NormShares,RawUsage,NormUsage,FairShare,User,Account`:
+`sshare -a -n -P -o RawShares,NormShares,RawUsage,NormUsage,FairShare,LevelFS,User,Account`:
 numbers first, then the user, then the account last (accounts and users
 come from the accounting database, defined by administrators); account names
 arrive indented by their depth in the tree, which is stripped.
+
+Under Fair Tree (Slurm's default) sshare prints FairShare for user rows only
+and LevelFS for every association (empty for the root account and for
+"parent" shares, "inf" where there is no usage: exported as +Inf). The
+classic algorithm (PriorityFlags=NO_FAIR_TREE) computes no LevelFS, yet sshare
+prints 0 for it when asked; it prints FairShare for account rows there, and
+only there, so an output with an account FairShare has its LevelFS left out.
 """
 
 from __future__ import annotations
@@ -20,11 +27,11 @@ from nodeagent.collectors.slurm.poller import PolledSlurmCollector
 from nodeagent.model import MetricFamily
 from nodeagent.registry import register
 
-SSHARE_ARGS = ("-a", "-n", "-P", "-o", "RawShares,NormShares,RawUsage,NormUsage,FairShare,User,Account")
-_FIELDS = ("raw_shares", "norm_shares", "raw_usage", "norm_usage", "fairshare")
+SSHARE_ARGS = ("-a", "-n", "-P", "-o", "RawShares,NormShares,RawUsage,NormUsage,FairShare,LevelFS,User,Account")
+_FIELDS = ("raw_shares", "norm_shares", "raw_usage", "norm_usage", "fairshare", "level_fs")
 
 
-def _number(text: str) -> float | None:
+def _number(text: str, allow_inf: bool = False) -> float | None:
     text = text.strip()
     if not text:
         return None
@@ -32,7 +39,9 @@ def _number(text: str) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    if math.isnan(value) or (math.isinf(value) and not (allow_inf and value > 0)):
+        return None
+    return value
 
 
 @dataclass
@@ -49,13 +58,15 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
     for line in text.splitlines():
         if not line.strip():
             continue
-        parts = line.split("|", 6)
-        if len(parts) != 7:
+        parts = line.split("|", len(_FIELDS) + 1)
+        if len(parts) != len(_FIELDS) + 2:
             res.malformed += 1
             continue
-        values = dict(zip(_FIELDS, (_number(p) for p in parts[:5]), strict=True))
-        user = parts[5].strip()
-        account = parts[6].strip()
+        numbers = [_number(p) for p in parts[: len(_FIELDS) - 1]]
+        numbers.append(_number(parts[len(_FIELDS) - 1], allow_inf=True))  # LevelFS: inf = no usage
+        values = dict(zip(_FIELDS, numbers, strict=True))
+        user = parts[-2].strip()
+        account = parts[-1].strip()
         if not account:
             res.malformed += 1
             continue
@@ -65,6 +76,10 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
                 users[(account, user)] = fs
             continue
         res.accounts[account] = {k: v for k, v in values.items() if v is not None}
+    if any("fairshare" in v for v in res.accounts.values()):
+        # classic algorithm: LevelFS is not computed, sshare prints 0 for it
+        for v in res.accounts.values():
+            v.pop("level_fs", None)
     # Fairshare values cannot be summed into "(other)" like job counts: a cap
     # keeps the accounts with the most usage and the (account, user) rows with
     # the lowest factor (the heaviest users), and counts what it left out.
@@ -87,6 +102,7 @@ def sshare_families(res: ShareResult) -> list[MetricFamily]:
     families: list[MetricFamily] = []
     for spec, key in (
         (cat.ACCOUNT_FAIRSHARE, "fairshare"),
+        (cat.ACCOUNT_FAIRSHARE_LEVEL, "level_fs"),
         (cat.ACCOUNT_FAIRSHARE_NORM_SHARES, "norm_shares"),
         (cat.ACCOUNT_FAIRSHARE_NORM_USAGE, "norm_usage"),
         (cat.ACCOUNT_FAIRSHARE_RAW_SHARES, "raw_shares"),
