@@ -121,3 +121,27 @@ def test_web_config_errors(tmp_path):
     bad.write_text("tls_server_confg: {}\n")
     with pytest.raises(ConfigError, match="tls_server_confg: unknown key"):
         load_web_config(str(bad))
+
+
+def test_client_certificates_need_a_ca(tmp_path):
+    bad = tmp_path / "web.yml"
+    bad.write_text("tls_server_config:\n  cert_file: /x.crt\n  key_file: /x.key\n"
+                   "  client_auth_type: RequireAndVerifyClientCert\n")
+    with pytest.raises(ConfigError, match="client_ca_file: client_auth_type RequireAndVerifyClientCert needs the CA"):
+        load_web_config(str(bad))
+
+
+def test_unknown_users_cost_as_much_as_known_ones():
+    """No timing difference tells which user names exist."""
+    import time
+
+    from nodeagent.webconfig import BasicAuth
+
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=10)).decode()})
+    started = time.perf_counter()
+    assert not auth.check("nobody", "guess")
+    unknown = time.perf_counter() - started
+    started = time.perf_counter()
+    assert not auth.check("prom", "guess")
+    known = time.perf_counter() - started
+    assert unknown > known / 4, (unknown, known)
