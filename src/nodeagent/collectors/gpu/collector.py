@@ -73,11 +73,6 @@ def node_hostname(host: Host, context: CollectorContext) -> str:
     return configured if isinstance(configured, str) and configured else host.hostname()
 
 
-def _copy(fam: MetricFamily) -> MetricFamily:
-    # the snapshot's families are shared by every scrape: hand out copies
-    return MetricFamily(fam.name, fam.help, fam.type, fam.labelnames, list(fam.samples), fam.value_format)
-
-
 class _SamplerCollector(Collector):
     def __init__(
         self,
@@ -125,7 +120,8 @@ class GpuCollector(_SamplerCollector):
             raise GpuSnapshotStale(status.reason)
         if status.snapshot is None:
             raise GpuSnapshotStale("the first GPU sampling cycle has not completed yet")
-        return [_copy(f) for f in status.snapshot.families]
+        # shared with every scrape: merge_families copies before it adds to a family
+        return list(status.snapshot.families)
 
 
 @register

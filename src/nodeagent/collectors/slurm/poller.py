@@ -35,11 +35,6 @@ def slurm_settings(context: CollectorContext) -> SlurmSettings:
     return settings if isinstance(settings, SlurmSettings) else SlurmSettings()
 
 
-def copy_family(fam: MetricFamily) -> MetricFamily:
-    """A family the caller may change (merge_families extends samples)."""
-    return MetricFamily(fam.name, fam.help, fam.type, fam.labelnames, list(fam.samples), fam.value_format)
-
-
 @dataclass(frozen=True)
 class Snapshot:
     families: tuple[MetricFamily, ...]
@@ -148,7 +143,8 @@ class PolledSlurmCollector(Collector):
             raise SlurmUnavailable(f"{self.command}: {error}") from error
         if snap is None:  # pragma: no cover - _first is set only after a success or a failure
             raise SlurmUnavailable(f"{self.command}: no data")
-        return [copy_family(f) for f in snap.families]
+        # shared with every scrape: merge_families copies before it adds to a family
+        return list(snap.families)
 
     def close(self) -> None:
         self._stop.set()
