@@ -45,10 +45,10 @@ def test_behaves_like_nvml_with_real_error_classes_and_codes() -> None:
     assert err.value.value == pynvml.NVML_ERROR_NOT_SUPPORTED == 3
     assert isinstance(err.value, pynvml.NVMLError)
     mem = fake.nvmlDeviceGetMemoryInfo(h, version=pynvml.nvmlMemory_v2)
-    assert mem.total == 40960 * 2**20 and mem.reserved == 326 * 2**20
+    assert mem.total == 40960 * 2**20 and mem.reserved == 620 * 2**20
     values = fake.nvmlDeviceGetFieldValues(h, [pynvml.NVML_FI_DEV_MEMORY_TEMP, pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT])
     assert values[0].nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED  # GPU 7 has no memory temperature
-    assert values[1].nvmlReturn == pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert values[1].nvmlReturn == pynvml.NVML_SUCCESS and values[1].value.uiVal == 12  # A100 SXM4: 12 links
     fake.set_lost(7)
     with pytest.raises(pynvml.NVMLError_GpuIsLost) as err:
         fake.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
@@ -102,11 +102,14 @@ def test_scripted_events_happen_at_their_time() -> None:
     h5 = fake.nvmlDeviceGetHandleByIndex(5)
     clock.advance(59)
     fake.nvmlDeviceGetTemperature(h5, pynvml.NVML_TEMPERATURE_GPU)
-    clock.advance(1)
+    clock.advance(1)  # GPU 5 falls off the bus: UNKNOWN for 10 s, then GPU_IS_LOST
+    with pytest.raises(pynvml.NVMLError_Unknown):
+        fake.nvmlDeviceGetTemperature(h5, pynvml.NVML_TEMPERATURE_GPU)
+    clock.advance(10)
     with pytest.raises(pynvml.NVMLError_GpuIsLost):
         fake.nvmlDeviceGetTemperature(h5, pynvml.NVML_TEMPERATURE_GPU)
     h6 = fake.nvmlDeviceGetHandleByIndex(6)
-    clock.advance(30)
+    clock.advance(20)
     fake.release_hangs()  # the scripted 15 s hang at t=90 would block for real otherwise
     fake.nvmlDeviceGetPowerUsage(h6)
     assert fake.hang_entered.is_set()
