@@ -66,16 +66,20 @@ def render_family(fam: MetricFamily, out: list[str], cache: LabelCache | None = 
     if cache is None:
         cache = {}
     prefixes: list[str] | None = None
+    omit = fam.omit_empty_labels
     for labelvalues, value in fam.samples:
-        key = (labelnames, labelvalues)
+        key = (labelnames, labelvalues) if not omit else (labelnames, (*labelvalues, "\0omit"))
         labels = cache.get(key)
         if labels is None:
             if prefixes is None:
                 prefixes = [f'{ln}="' for ln in labelnames]
             labels = cache[key] = '",'.join(
-                p + escape_label_value(v) for p, v in zip(prefixes, labelvalues, strict=True)
+                p + escape_label_value(v) for p, v in zip(prefixes, labelvalues, strict=True) if v or not omit
             )
-        out.append(f'{name}{{{labels}"}} {format_value(value, style)}\n')
+        if labels:
+            out.append(f'{name}{{{labels}"}} {format_value(value, style)}\n')
+        else:
+            out.append(f"{name} {format_value(value, style)}\n")
 
 
 def render(families: Iterable[MetricFamily], bad: list[str] | None = None) -> bytes:

@@ -30,6 +30,10 @@ class MetricFamily:
     # as Python's shortest repr; client_golang writes large numbers in exponent
     # form, the same value) or "fixed6" (dcgm-exporter's %f for float fields).
     value_format: Literal["go", "fixed6", "int"] = "go"
+    # Leave out labels whose value is empty, as dcgm-exporter does for its
+    # optional labels (GPU_I_*, Hostname, hpc_job): Prometheus reads an empty
+    # label as an absent one, but the text must match byte for byte.
+    omit_empty_labels: bool = False
 
     def add(self, labelvalues: Sequence[str], value: float) -> None:
         if len(labelvalues) != len(self.labelnames):
@@ -64,7 +68,7 @@ def merge_families(families: Iterable[MetricFamily], problems: set[str] | None =
         if labelsets is None:  # first collision: copy, and index what is there
             existing = by_name[fam.name] = MetricFamily(
                 existing.name, existing.help, existing.type, existing.labelnames,
-                list(existing.samples), existing.value_format,
+                list(existing.samples), existing.value_format, existing.omit_empty_labels,
             )
             labelsets = seen[fam.name] = {labels for labels, _ in existing.samples}
         for labels, value in fam.samples:

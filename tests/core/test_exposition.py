@@ -55,3 +55,22 @@ def test_a_family_that_cannot_be_written_is_left_out_alone():
     text = render([good, broken], bad).decode()
     assert 'node_good{x="a"} 1' in text and "node_broken" not in text
     assert bad == ["node_broken"]
+
+
+def test_optional_labels_without_a_value_are_left_out_where_the_family_says_so():
+    # dcgm-exporter writes GPU_I_* and hpc_job only where they have a value;
+    # node_exporter writes empty values (e.g. duplex=""), so it is per family
+    fam = MetricFamily("DCGM_FI_DEV_GPU_TEMP", "t", "gauge", ("gpu", "GPU_I_ID", "hpc_job"),
+                       omit_empty_labels=True)
+    fam.add(("0", "", "42"), 40)
+    fam.add(("1", "3", ""), 41)
+    fam.add(("", "", ""), 1)
+    text = render([fam]).decode()
+    assert 'DCGM_FI_DEV_GPU_TEMP{gpu="0",hpc_job="42"} 40\n' in text
+    assert 'DCGM_FI_DEV_GPU_TEMP{gpu="1",GPU_I_ID="3"} 41\n' in text
+    assert "DCGM_FI_DEV_GPU_TEMP 1\n" in text
+    plain = MetricFamily("node_x", "x", "gauge", ("a", "b"))
+    plain.add(("", "1"), 2)
+    assert 'node_x{a="",b="1"} 2\n' in render([plain]).decode()
+    merged = merge_families([fam, MetricFamily("DCGM_FI_DEV_GPU_TEMP", "t", "gauge", fam.labelnames)])
+    assert merged[0].omit_empty_labels
