@@ -195,24 +195,18 @@ class Host:
         (/dev/kmsg: one record per read, EAGAIN once caught up) or a plain
         file, at most about max_bytes. Records the kernel overwrote while
         being read (EPIPE) are skipped. Raises OSError when it cannot be opened."""
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        chunks: list[bytes] = []
-        total = 0
+        stream = RecordStream(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         try:
-            while total < max_bytes:
-                try:
-                    data = os.read(fd, record_size)
-                except BlockingIOError:
-                    break
-                except BrokenPipeError:
-                    continue
-                if not data:
-                    break
-                chunks.append(data)
-                total += len(data)
+            return stream.read_new(max_bytes, record_size)
         finally:
-            os.close(fd)
-        return b"".join(chunks)
+            stream.close()
+
+    @staticmethod
+    def open_records(path: Path) -> RecordStream:
+        """A record device (/dev/kmsg) or file kept open: each `read_new()`
+        returns what was added since the last one, without blocking. Raises
+        OSError when it cannot be opened."""
+        return RecordStream(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
 
     @staticmethod
     def listdir(path: Path) -> list[str]:
@@ -357,3 +351,32 @@ class Host:
         from nodeagent.adjtimex import read_adjtimex
 
         return read_adjtimex()
+
+
+class RecordStream:
+    """An open record device or file read without blocking (Host.open_records)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read_new(self, max_bytes: int, record_size: int = 16384) -> bytes:
+        """Everything added since the last read, at most about max_bytes;
+        records the kernel overwrote meanwhile (EPIPE) are skipped."""
+        chunks: list[bytes] = []
+        total = 0
+        while total < max_bytes:
+            try:
+                data = os.read(self._fd, record_size)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                continue
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
