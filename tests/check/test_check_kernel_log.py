@@ -12,13 +12,13 @@ import pytest
 from check_helpers import CHECK_FIXTURES, P5
 
 from nodeagent.checks.kernel_log import (
-    NODE_FATAL_MEANING,
+    node_fatal_meaning,
     kmsg_first_seq,
     parse_xids,
     read_kernel_log,
     summarize,
 )
-from nodeagent.collectors.gpu.xid import NODE_ACTION_XIDS
+from nodeagent.collectors.gpu.xid_catalogue import NODE_ACTION_XIDS
 from nodeagent.host import Host, Roots
 
 KMSG = (
@@ -62,7 +62,11 @@ def test_journal_and_dmesg_layouts():
 
 
 def test_node_fatal_set_is_the_gpu_collectors():
-    assert set(NODE_FATAL_MEANING) == set(NODE_ACTION_XIDS) == {48, 64, 74, 79, 95}
+    # NVIDIA's XID catalogue: reset/reboot/NVLink workflows, GSP errors on H100 included
+    assert {48, 64, 74, 79, 95, 119, 120}.issubset(NODE_ACTION_XIDS)
+    assert not {13, 31, 43, 63, 92, 94}.intersection(NODE_ACTION_XIDS)
+    assert node_fatal_meaning(79) == "GPU has fallen off the bus"
+    assert node_fatal_meaning(119) == "GSP RPC Timeout"
     s = summarize(parse_xids(KMSG + JOURNAL + DMESG + KMSG))
     assert s.node_fatal == [48, 74, 79]
     assert s.other == [13, 63, 94]  # application level: no node action
@@ -140,3 +144,14 @@ def test_read_records_does_not_block_on_a_record_device(tmp_path):
 def test_real_dev_kmsg_reads_to_the_end_without_blocking():
     data = Host.read_records(Path("/dev/kmsg"), 64 << 20)
     assert kmsg_first_seq(data.decode("utf-8", "replace")) is not None
+
+
+def test_mig_instance_and_kmsg_time_are_parsed():
+    text = (
+        "4,1227,5000123,-;NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: CE User Channel (0x9).\n"
+        "NVRM: Xid (PCI:0000:00:16): 119, pid=36055, name=dcgm-exporter, Timeout after 6s of waiting for RPC "
+        "response from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) (0x90cc0301 0xc).\n"
+    )
+    first, second = parse_xids(text)
+    assert (first.xid, first.pci, first.gi, first.usec) == (94, "0000:01:00", 5, 5000123)
+    assert (second.xid, second.pci, second.gi, second.usec) == (119, "0000:00:16", None, None)

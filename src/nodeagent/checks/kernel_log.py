@@ -13,9 +13,10 @@ boot). The parser accepts all three layouts (kmsg, journalctl's bare
 messages, dmesg's `[  12.345678] ...`), so it is a pure function of text.
 
 Which XIDs are node-fatal is the GPU collector's classification
-(collectors/gpu/xid.py): 48, 64, 74, 79, 95 need node action; 63, 92, 94 and
-the other application-level ones do not, and draining on them would
-over-drain healthy nodes. A node-fatal XID stays in the log until reboot:
+(collectors/gpu/xid_catalogue.py, after NVIDIA's XID catalogue): e.g. 48, 64,
+74, 79, 95, 119, 120 need node action; 13, 31, 43, 63, 92, 94 and the other
+application-level ones do not, and draining on them would over-drain
+healthy nodes. A node-fatal XID stays in the log until reboot:
 the check keeps failing until the node is rebooted (or replaced), which is
 the action these XIDs call for.
 """
@@ -26,21 +27,18 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from nodeagent.collectors.gpu.xid import NODE_ACTION_XIDS, classify
+from nodeagent.collectors.gpu.xid_catalogue import classify, xid_message
 from nodeagent.host import CommandError, Host
 
-# what each node-fatal XID means, for the verdict and the drain reason
-NODE_FATAL_MEANING = {
-    48: "double-bit ECC error",
-    64: "row remapping failed",
-    74: "NVLink error",
-    79: "GPU has fallen off the bus",
-    95: "uncontained ECC error",
-}
-assert set(NODE_FATAL_MEANING) == set(NODE_ACTION_XIDS)
-
-_XID = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<pci>[0-9A-Fa-f:.]+)\): (?P<xid>\d+)(?:,\s*(?P<rest>.*))?")
-_KMSG_PREFIX = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),\d+,[^;]*;")
+# The driver's format (NVIDIA/open-gpu-kernel-modules kernel_rc.c):
+#   NVRM: Xid (PCI:0000:53:00): 79, pid=1234, name=python, GPU has fallen off the bus.
+#   NVRM: Xid (PCI:0000:01:00 GPU-I:05): 94, pid=7194, Contained: ...   (MIG)
+# and, from older drivers, the address without "PCI:".
+_XID = re.compile(
+    r"NVRM: Xid \((?:PCI:)?(?P<pci>[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}(?:\.[0-9A-Fa-f])?)"
+    r"(?: GPU-I:(?P<gi>\d+))?(?: GPU-CI:\d+)?\): (?P<xid>\d+)(?:,\s*(?P<rest>.*))?"
+)
+_KMSG_PREFIX = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;")
 _PID_NAME = re.compile(r"^(?:pid=[^,]*,\s*)?(?:name=[^,]*,\s*)?")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _MAX_TEXT = 160
@@ -52,6 +50,13 @@ class XidEvent:
     xid: int
     pci: str  # as the driver prints it: 0000:53:00
     text: str  # the driver's description, bounded and printable
+    gi: int | None = None  # the MIG GPU instance, when the driver names one
+    usec: int | None = None  # kmsg records: microseconds since boot (CLOCK_MONOTONIC)
+
+
+def node_fatal_meaning(xid: int) -> str:
+    """What a node-fatal XID means, for the verdict and the drain reason."""
+    return xid_message(xid)
 
 
 @dataclass
@@ -88,7 +93,11 @@ def parse_xids(text: str) -> list[XidEvent]:
         if m is None:
             continue
         rest = _PID_NAME.sub("", m.group("rest") or "")
-        events.append(XidEvent(int(m.group("xid")), m.group("pci").lower(), _clean(rest)))
+        prefix = _KMSG_PREFIX.match(line)
+        gi = m.group("gi")
+        events.append(XidEvent(int(m.group("xid")), m.group("pci").lower(), _clean(rest),
+                               None if gi is None else int(gi),
+                               int(prefix.group("usec")) if prefix else None))
     return events
 
 

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from nodeagent.checks.instances import EFA_BY_INSTANCE_TYPE, resolve_instance_type
-from nodeagent.checks.kernel_log import NODE_FATAL_MEANING, read_kernel_log, summarize
+from nodeagent.checks.kernel_log import node_fatal_meaning, read_kernel_log, summarize
 from nodeagent.checks.kernel_log import parse_xids as parse_xid_events
 from nodeagent.checks.options import CheckOptions
 from nodeagent.checks.result import CheckRow, fail, ok, skip, timed, warn
@@ -152,9 +152,9 @@ def check_xid(options: CheckOptions, host: Host, facts: NodeFacts) -> CheckRow:
         parts = []
         for x in fatal:
             devices = ", ".join(summary.devices[x][:4])
-            parts.append(f"XID {x} ({NODE_FATAL_MEANING[x]}) x{summary.counts[x]} on {devices}")
+            parts.append(f"XID {x} ({node_fatal_meaning(x)}) x{summary.counts[x]} on {devices}")
         first = fatal[0]
-        finding = f"XID {first} {NODE_FATAL_MEANING[first]} on {summary.devices[first][0]}"
+        finding = f"XID {first} {node_fatal_meaning(first)} on {summary.devices[first][0]}"
         detail = "; ".join(parts) + f" since boot ({source})"
         if others:
             detail += f"; also application-level XIDs {others}"
