@@ -30,7 +30,7 @@ WALL = 1_767_225_600.0
 def fixture_host(tmp: Path | None = None) -> Host:
     """Host whose procfs is the fixture tree and whose sysfs is empty (no DMI)."""
     sysfs = (tmp or FIXTURES) / "no-sys"
-    return Host(Roots(procfs=str(PROC), sysfs=str(sysfs), rootfs=str(tmp or FIXTURES)))
+    return Host(Roots(procfs=str(PROC), sysfs=str(sysfs), rootfs=str(tmp or FIXTURES), dev=str(sysfs)))
 
 
 class Rig:

@@ -27,7 +27,7 @@ NO_DRIVER = not nvml_available()
 @pytest.mark.skipif(not NO_DRIVER, reason="this machine has an NVIDIA driver")
 def test_no_driver_reports_absence_cleanly(tmp_path) -> None:
     cfg = Config(gpu=GpuSettings(expected_gpus=8))
-    host = Host(Roots(sysfs=str(tmp_path)))
+    host = Host(Roots(sysfs=str(tmp_path), dev=str(tmp_path)))
     gpu = GpuCollector(host, None, CollectorContext(config=cfg))
     status = GpuStatusCollector(host, None, CollectorContext(config=cfg))
     try:
@@ -75,7 +75,7 @@ def test_expected_gpus_from_config_or_instance_type(tmp_path) -> None:
     dmi = tmp_path / "devices" / "virtual" / "dmi" / "id"
     dmi.mkdir(parents=True)
     (dmi / "product_name").write_text("p4d.24xlarge\n")
-    host = Host(Roots(sysfs=str(tmp_path)))
+    host = Host(Roots(sysfs=str(tmp_path), dev=str(tmp_path)))
     assert expected_gpus(host, None) == 8
     assert expected_gpus(host, 2) == 2
     (dmi / "product_name").write_text("m7i.large\n")
@@ -173,10 +173,13 @@ def test_rig_closes_cleanly() -> None:
     assert not any(t.is_alive() for t in r.sampler._threads)
 
 
-def test_dcgm_bindings_found_on_the_configured_path_with_embedded_fallback(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("hopper", [True, False])
+def test_dcgm_bindings_found_on_the_configured_path_embedded_only_on_hopper(tmp_path, monkeypatch,
+                                                                           hopper: bool) -> None:
     """A stand-in for DCGM's bindings directory: DcgmReader refuses nv-hostengine
     (not running) and accepts the embedded host engine, as on a node where
-    only the DCGM libraries are installed."""
+    only the DCGM libraries are installed. On Ampere and older an embedded
+    engine would block users' profilers: never started there."""
     import sys
 
     bindings = tmp_path / "bindings" / "python3"
@@ -201,9 +204,13 @@ def test_dcgm_bindings_found_on_the_configured_path_with_embedded_fallback(tmp_p
         monkeypatch.delitem(sys.modules, name, raising=False)
     settings = GpuSettings(backend="dcgm", dcgm_bindings_paths=(str(tmp_path / "missing"), str(bindings)))
     with structlog.testing.capture_logs() as logs:
-        source = open_dcgm_profiling(settings, required=True)
+        source = open_dcgm_profiling(settings, required=True, allow_embedded=hopper)
     for name in ("DcgmReader", "dcgm_fields"):
         sys.modules.pop(name, None)
+    if not hopper:
+        assert source is None
+        assert [e.get("host") for e in logs if e["event"] == "gpu_dcgm_unavailable"] == ["localhost"]
+        return
     assert source is not None and source.name == "dcgm"
     assert [e.get("host") for e in logs if e["event"] == "gpu_dcgm_unavailable"] == ["localhost"]
     assert source.sample([GpuRef(0, "GPU-a", None)]) == {

@@ -111,7 +111,7 @@ def test_scripted_events_happen_at_their_time() -> None:
     h6 = fake.nvmlDeviceGetHandleByIndex(6)
     clock.advance(20)
     fake.release_hangs()  # the scripted 15 s hang at t=90 would block for real otherwise
-    fake.nvmlDeviceGetPowerUsage(h6)
+    fake.nvmlDeviceGetClockInfo(h6, pynvml.NVML_CLOCK_SM)
     assert fake.hang_entered.is_set()
 
 

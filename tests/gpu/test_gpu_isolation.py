@@ -77,40 +77,43 @@ def test_gpu_lost_at_discovery_is_reported_and_rediscovered(rig) -> None:
 
 def test_not_supported_is_remembered_per_gpu_and_never_retried(rig) -> None:
     r = rig("p4d-8xa100-40gb")
+    r.fake.fail_next(3, "nvmlDeviceGetDecoderUtilization", pynvml.NVMLError_NotSupported)
     for _ in range(4):
         r.cycle()
         r.clock.advance(5)
     calls = r.fake.calls
-    # retired pages: NOT_SUPPORTED on every A100, asked once per GPU (two causes, one call each)
     for gpu in range(8):
-        assert calls[("nvmlDeviceGetRetiredPages", gpu)] == 2, gpu
-        assert calls[("nvmlDeviceGetRetiredPagesPendingStatus", gpu)] == 1
-        assert calls[("nvmlDeviceGetEncoderUtilization", gpu)] == 1
-        # supported calls happen every cycle
+        # supported calls happen every cycle; one batched field-value call per GPU per cycle
         assert calls[("nvmlDeviceGetTemperature", gpu)] == 4
+        assert calls[("nvmlDeviceGetFieldValues", gpu)] == 4
+        # retired pages: NOT_SUPPORTED on every A100 (row remapping instead), remembered
+        # per field, so they leave the batch after the first cycle
+        assert {"DCGM_FI_DEV_RETIRED_SBE", "DCGM_FI_DEV_RETIRED_PENDING"} <= r.sampler.source.unsupported(gpu, None)
+    # a whole call answered NOT_SUPPORTED once is not made again
+    assert calls[("nvmlDeviceGetDecoderUtilization", 3)] == 1
+    assert calls[("nvmlDeviceGetDecoderUtilization", 2)] == 4
     # GPU 7 alone lacks memory temperature: one field of the batched field-value
     # call; it is dropped from the request, the other fields still come
     text = r.text()
     assert set(_per_gpu(text, "DCGM_FI_DEV_MEMORY_TEMP")) == {str(i) for i in range(7)}
     assert set(_per_gpu(text, "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL")) == {str(i) for i in range(8)}
-    assert calls[("nvmlDeviceGetFieldValues", 7)] == 4
-    assert "DCGM_FI_DEV_MEMORY_TEMP" in r.sampler._unsupported[(7, None)]
-    assert "DCGM_FI_DEV_MEMORY_TEMP" not in r.sampler._unsupported[(6, None)]
+    assert "DCGM_FI_DEV_MEMORY_TEMP" in r.sampler.source.unsupported(7, None)
+    assert "DCGM_FI_DEV_MEMORY_TEMP" not in r.sampler.source.unsupported(6, None)
 
 
 def test_transient_error_skips_one_field_for_one_cycle(rig) -> None:
     r = rig("p5-8xh100")
     r.cycle()
-    r.fake.fail_next(2, "nvmlDeviceGetPowerUsage", pynvml.NVMLError_Unknown)
+    r.fake.fail_next(2, "nvmlDeviceGetMemoryInfo", pynvml.NVMLError_Unknown)
     r.fake.fail_next(4, "nvmlDeviceGetTemperature", pynvml.NVMLError_Timeout)
     r.cycle()
     text = r.text()
-    assert set(_per_gpu(text, "DCGM_FI_DEV_POWER_USAGE")) == {str(i) for i in range(8)} - {"2"}
+    assert set(_per_gpu(text, "DCGM_FI_DEV_FB_USED")) == {str(i) for i in range(8)} - {"2"}
     assert set(_per_gpu(text, "DCGM_FI_DEV_GPU_TEMP")) == {str(i) for i in range(8)} - {"4"}
     assert _per_gpu(text, "nodeagent_gpu_up") == {str(i): "1" for i in range(8)}
     r.cycle()  # not remembered: asked again and answered
     text = r.text()
-    assert len(_per_gpu(text, "DCGM_FI_DEV_POWER_USAGE")) == 8
+    assert len(_per_gpu(text, "DCGM_FI_DEV_FB_USED")) == 8
     assert len(_per_gpu(text, "DCGM_FI_DEV_GPU_TEMP")) == 8
 
 

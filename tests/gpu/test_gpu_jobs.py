@@ -80,7 +80,7 @@ def test_jobs_from_processes_label_the_gpu_series(rig) -> None:
     r = rig("p5-8xh100")
     r.cycle()
     text = r.text()
-    jobs = {labels["gpu"]: labels["hpc_job"] for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP")}
+    jobs = {labels["gpu"]: labels.get("hpc_job", "") for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP")}
     assert jobs == {"0": "4242", "1": "4242", "2": "4242", "3": "4242", "4": "4243", "5": "4244", "6": "", "7": ""}
 
 
@@ -88,7 +88,7 @@ def test_several_jobs_on_one_gpu_give_one_series_each_and_ended_jobs_disappear(r
     r = rig("p5-8xh100")
     r.fake.set_processes(0, [FakeProcess(48211, 1000), FakeProcess(51007, 2000)])
     r.cycle()
-    temp = [labels["hpc_job"] for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"]
+    temp = [labels.get("hpc_job", "") for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"]
     assert temp == ["4242", "4243"]
     # job 4243 ends on GPU 0 and job 4242's processes exit everywhere
     r.fake.set_processes(0, [])
@@ -97,7 +97,7 @@ def test_several_jobs_on_one_gpu_give_one_series_each_and_ended_jobs_disappear(r
     r.cycle()
     text = r.text()
     assert "4242" not in text
-    assert {labels["hpc_job"] for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP")} == {"", "4243", "4244"}
+    assert {labels.get("hpc_job", "") for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP")} == {"", "4243", "4244"}
     # no job anywhere: the hpc_job label is gone entirely
     for gpu in range(8):
         r.fake.set_processes(gpu, [])
@@ -111,25 +111,26 @@ def test_mapping_dir_jobs_join_process_jobs(rig, tmp_path) -> None:
     d.mkdir()
     (d / "6").write_text("9001\n")
     (d / "0").write_text("4242\n")  # same job as its processes: one series
-    host = Host(Roots(procfs=str(PROC), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path)))
+    host = Host(Roots(procfs=str(PROC), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path), dev=str(tmp_path)))
     r = rig("p5-8xh100", host=host, hpc_job_mapping_dir="/map")
     r.cycle()
-    jobs = {labels["gpu"]: labels["hpc_job"] for labels, _ in samples(r.text(), "DCGM_FI_DEV_SM_CLOCK")}
+    jobs = {labels["gpu"]: labels.get("hpc_job", "") for labels, _ in samples(r.text(), "DCGM_FI_DEV_SM_CLOCK")}
     assert jobs["6"] == "9001" and jobs["0"] == "4242" and jobs["7"] == ""
     (d / "6").unlink()
     r.cycle()
-    assert value(r.text(), "DCGM_FI_DEV_SM_CLOCK", gpu="6", hpc_job="") is not None
+    ((labels, _),) = [s for s in samples(r.text(), "DCGM_FI_DEV_SM_CLOCK") if s[0]["gpu"] == "6"]
+    assert "hpc_job" not in labels  # no job: the label is left out, as dcgm-exporter does
 
 
 def test_job_count_per_gpu_is_bounded(rig, tmp_path) -> None:
     (tmp_path / "map").mkdir()
     (tmp_path / "map" / "0").write_text("".join(f"{n}\n" for n in range(100, 110)))
-    host = Host(Roots(procfs=str(PROC), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path)))
+    host = Host(Roots(procfs=str(PROC), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path), dev=str(tmp_path)))
     r = rig("g5-1xa10g", host=host, max_jobs_per_gpu=2, hpc_job_mapping_dir="/map")
     with structlog.testing.capture_logs() as logs:
         r.cycle()
         r.cycle()
-    assert {labels["hpc_job"] for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP")} == {"100", "101"}
+    assert {labels.get("hpc_job", "") for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP")} == {"100", "101"}
     assert [e["event"] for e in logs].count("gpu_jobs_truncated") == 1
 
 
@@ -148,15 +149,15 @@ def test_process_memory_by_job_is_bounded_like_hpc_job(rig, tmp_path) -> None:
     for pid in range(1000, 1010):
         (proc / str(pid)).mkdir(parents=True)
         (proc / str(pid) / "cgroup").write_text(f"0::/system.slice/slurmstepd.scope/job_{pid}/step_0/user/task_0\n")
-    host = Host(Roots(procfs=str(proc), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path)))
+    host = Host(Roots(procfs=str(proc), sysfs=str(tmp_path / "sys"), rootfs=str(tmp_path), dev=str(tmp_path)))
     r = rig("p5-8xh100", host=host, process_metrics=True, max_jobs_per_gpu=4)
     # ten jobs on GPU 0, 100 MiB each, and 50 MiB of a process in no job
     r.fake.set_processes(0, [FakeProcess(pid, 100) for pid in range(1000, 1010)] + [FakeProcess(999, 50)])
     r.cycle()
     text = r.text()
-    jobs = {labels["hpc_job"] for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"}
+    jobs = {labels.get("hpc_job", "") for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"}
     assert jobs == {"1000", "1001", "1002", "1003"}
-    memory = {labels["hpc_job"]: float(v) for labels, v in samples(text, "nodeagent_gpu_process_memory_used_bytes")
+    memory = {labels.get("hpc_job", ""): float(v) for labels, v in samples(text, "nodeagent_gpu_process_memory_used_bytes")
               if labels["gpu"] == "0"}
     mib = 1024 * 1024
     # the same four jobs; the other six jobs' memory is folded into "" with the job-less process

@@ -24,7 +24,7 @@ def test_classic_label_order_on_every_dcgm_sample(rig) -> None:
     names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE DCGM_FI_")}
     assert len(names) > 40
     for name in names:
-        expected = CLASSIC + (("err_code",) if name == "DCGM_FI_DEV_XID_ERRORS" else ())
+        expected = CLASSIC + (("err_code", "err_msg") if name == "DCGM_FI_DEV_XID_ERRORS" else ())
         assert set(label_names(text, name)) == {expected}, name
     labels, value = samples(text, "DCGM_FI_DEV_GPU_TEMP")[0]
     assert labels == {
@@ -34,7 +34,7 @@ def test_classic_label_order_on_every_dcgm_sample(rig) -> None:
         "device": "nvidia0",
         "modelName": "NVIDIA H100 80GB HBM3",
         "Hostname": "node-1",
-        "DCGM_FI_DRIVER_VERSION": "550.144.03",
+        "DCGM_FI_DRIVER_VERSION": "570.133.20",
     }
     assert value.isdigit()
 
@@ -55,13 +55,13 @@ def test_extra_labels_sorted_after_label_fields(rig) -> None:
     r.cycle()
     text = r.text()
     # label fields (sorted, upper case) then exporter labels then attributes, each sorted
-    assert label_names(text, "DCGM_FI_DEV_XID_ERRORS")[0] == (*CLASSIC, "err_code", "hpc_job")
+    assert label_names(text, "DCGM_FI_DEV_XID_ERRORS")[0] == (*CLASSIC, "err_code", "err_msg", "hpc_job")
     assert label_names(text, "DCGM_EXP_XID_ERRORS_COUNT")[0] == (*CLASSIC, "window_size_in_ms", "xid", "hpc_job")
-    assert label_names(text, "DCGM_EXP_CLOCK_EVENTS_COUNT")[0] == (
-        *CLASSIC, "clock_event", "window_size_in_ms", "hpc_job")
+    # no clock event in the window: dcgm-exporter writes the series without clock_event
+    assert label_names(text, "DCGM_EXP_CLOCK_EVENTS_COUNT")[0] == (*CLASSIC, "window_size_in_ms", "hpc_job")
     assert label_names(text, "DCGM_FI_DEV_SM_CLOCK")[0] == (*CLASSIC, "hpc_job")
     xid = [s for s in samples(text, "DCGM_FI_DEV_XID_ERRORS") if s[0]["gpu"] == "0"]
-    assert xid == [({**xid[0][0], "err_code": "94", "hpc_job": "4242"}, "94")]
+    assert xid == [({**xid[0][0], "err_code": "94", "err_msg": "Contained ECC error", "hpc_job": "4242"}, "94")]
 
 
 def test_hostname_switch_and_configured_hostname() -> None:

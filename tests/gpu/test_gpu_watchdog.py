@@ -35,7 +35,7 @@ def _timed(fn):  # type: ignore[no-untyped-def]
 
 def test_one_hung_gpu_is_parked_and_the_others_keep_being_sampled(rig) -> None:
     r = rig("p5-8xh100", threads=True, start=False, interval=3600, call_timeout=5, job_attribution=False)
-    r.fake.hang_next(6, "nvmlDeviceGetPowerUsage")
+    r.fake.hang_next(6, "nvmlDeviceGetClockInfo")
     r.sampler.start()
     assert r.fake.hang_entered.wait(5)
     r.clock.advance(6)  # the call has now been in flight longer than call_timeout
@@ -280,7 +280,7 @@ def test_hung_profiling_source_is_disabled_and_sampling_goes_on(rig, source: str
 
 def test_parked_threads_that_returned_are_dropped_when_a_thread_is_started(rig) -> None:
     r = rig("p5-8xh100", threads=True, start=False, interval=3600, call_timeout=5, job_attribution=False)
-    r.fake.hang_next(1, "nvmlDeviceGetPowerUsage", seconds=0.3)  # returns after 0.3 s
+    r.fake.hang_next(1, "nvmlDeviceGetClockInfo", seconds=0.3)  # returns after 0.3 s
     r.sampler.start()
     assert r.fake.hang_entered.wait(5)
     r.fake.hang_entered.clear()
@@ -289,7 +289,7 @@ def test_parked_threads_that_returned_are_dropped_when_a_thread_is_started(rig) 
     r.sampler.check_watchdog()  # gpu-sampler-1 replaces it
     first.join(5)
     assert not first.is_alive()  # its call returned: the parked thread exited
-    r.fake.hang_next(2, "nvmlDeviceGetPowerUsage")
+    r.fake.hang_next(2, "nvmlDeviceGetClockInfo")
     r.sampler.trigger()
     assert r.fake.hang_entered.wait(5)
     r.clock.advance(6)

@@ -122,17 +122,26 @@ GPU_UTIL = _field("DCGM_FI_DEV_GPU_UTIL", "gauge", "GPU utilization (in %).", un
 MEM_COPY_UTIL = _field("DCGM_FI_DEV_MEM_COPY_UTIL", "gauge", "Memory utilization (in %).", unit="percent")
 ENC_UTIL = _field("DCGM_FI_DEV_ENC_UTIL", "gauge", "Encoder utilization (in %).", unit="percent")
 DEC_UTIL = _field("DCGM_FI_DEV_DEC_UTIL", "gauge", "Decoder utilization (in %).", unit="percent")
-# err_code: the XID as a label, like dcgm-exporter >= 3.3 writes it.
+# err_code and err_msg: the XID and NVIDIA's name for it, as dcgm-exporter
+# writes them since 3.3.6-3.4.2 (internal/pkg/collector/gpu_collector.go).
 XID_ERRORS = _field(
-    "DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.", attributes=("err_code",)
+    "DCGM_FI_DEV_XID_ERRORS",
+    "gauge",
+    "Value of the last XID error encountered.",
+    attributes=("err_code", "err_msg"),
 )
 FB_FREE = _field("DCGM_FI_DEV_FB_FREE", "gauge", "Framebuffer memory free (in MiB).", unit="MiB")
 FB_USED = _field("DCGM_FI_DEV_FB_USED", "gauge", "Framebuffer memory used (in MiB).", unit="MiB")
 FB_RESERVED = _field("DCGM_FI_DEV_FB_RESERVED", "gauge", "Framebuffer memory reserved (in MiB).", unit="MiB")
+# DCGM publishes a rate here, whatever the counters file calls it: the change
+# of NVML's NVLink data throughput counters (KiB, RX + TX, all links) between
+# two samples, per second, divided by 1000 (DCGM's "MB/s"); 0 for the first
+# sample (NVIDIA/DCGM dcgmlib/src/DcgmCacheManager.cpp, ReadAndCacheNvLinkBandwidth).
 NVLINK_BANDWIDTH_TOTAL = _field(
     "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
     "counter",
     "Total number of NVLink bandwidth counters for all lanes.",
+    unit="megabytes_per_second",
 )
 VGPU_LICENSE_STATUS = _field("DCGM_FI_DEV_VGPU_LICENSE_STATUS", "gauge", "vGPU License status")
 UNCORRECTABLE_REMAPPED_ROWS = _field(
@@ -197,34 +206,34 @@ RETIRED_DBE = _field(
 )
 RETIRED_PENDING = _field("DCGM_FI_DEV_RETIRED_PENDING", "counter", "Total number of pages pending retirement.")
 POWER_VIOLATION = _field(
-    "DCGM_FI_DEV_POWER_VIOLATION", "counter", "Throttling duration due to power constraints (in us).", unit="us"
+    "DCGM_FI_DEV_POWER_VIOLATION", "counter", "Throttling duration due to power constraints (in ns).", unit="ns"
 )
 THERMAL_VIOLATION = _field(
     "DCGM_FI_DEV_THERMAL_VIOLATION",
     "counter",
-    "Throttling duration due to thermal constraints (in us).",
-    unit="us",
+    "Throttling duration due to thermal constraints (in ns).",
+    unit="ns",
 )
 SYNC_BOOST_VIOLATION = _field(
     "DCGM_FI_DEV_SYNC_BOOST_VIOLATION",
     "counter",
-    "Throttling duration due to sync-boost constraints (in us).",
-    unit="us",
+    "Throttling duration due to sync-boost constraints (in ns).",
+    unit="ns",
 )
 BOARD_LIMIT_VIOLATION = _field(
     "DCGM_FI_DEV_BOARD_LIMIT_VIOLATION",
     "counter",
-    "Throttling duration due to board limit constraints (in us).",
-    unit="us",
+    "Throttling duration due to board limit constraints (in ns).",
+    unit="ns",
 )
 LOW_UTIL_VIOLATION = _field(
-    "DCGM_FI_DEV_LOW_UTIL_VIOLATION", "counter", "Throttling duration due to low utilization (in us).", unit="us"
+    "DCGM_FI_DEV_LOW_UTIL_VIOLATION", "counter", "Throttling duration due to low utilization (in ns).", unit="ns"
 )
 RELIABILITY_VIOLATION = _field(
     "DCGM_FI_DEV_RELIABILITY_VIOLATION",
     "counter",
-    "Throttling duration due to reliability constraints (in us).",
-    unit="us",
+    "Throttling duration due to reliability constraints (in ns).",
+    unit="ns",
 )
 NVLINK_CRC_FLIT_ERRORS = _field(
     "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL", "counter", "Total number of NVLink flow-control CRC errors."
@@ -237,6 +246,11 @@ NVLINK_REPLAY_ERRORS = _field(
 )
 NVLINK_RECOVERY_ERRORS = _field(
     "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL", "counter", "Total number of NVLink recovery errors."
+)
+GPU_RECOVERY_ACTION = _field(
+    "DCGM_FI_DEV_GPU_RECOVERY_ACTION",
+    "gauge",
+    "Recovery action the driver asks for (0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset).",
 )
 PROF_SM_ACTIVE = _field(
     "DCGM_FI_PROF_SM_ACTIVE", "gauge", "The ratio of cycles an SM has at least 1 warp assigned (in %).", "float"
@@ -292,6 +306,9 @@ EXP_XID_ERRORS_COUNT = gauge(
     group="gpu",
     value_format="int",
 )
+# Counted as dcgm-exporter counts it: samples within the window with the reason
+# set, one sample per gpu.interval (dcgm-exporter: one per --collect-interval,
+# 30 s by default; set gpu.interval to 30 for equal counts).
 EXP_CLOCK_EVENTS_COUNT = gauge(
     "DCGM_EXP_CLOCK_EVENTS_COUNT",
     "Count of clock events within the user-specified time window (see clock-events-count-window-size param).",
@@ -337,8 +354,8 @@ XID_ERRORS_TOTAL = counter(
 )
 GPU_HEALTHY = gauge(
     "nodeagent_gpu_healthy",
-    "0 when the GPU is lost or an XID that needs node action (48, 64, 74, 79, 95) was seen since the agent "
-    "started, else 1.",
+    "0 when the GPU is lost, an XID that needs node action in NVIDIA's XID catalogue (48, 79, 95, 119, "
+    "120, ...) was seen, or the driver's recovery action asks for a reset or reboot; else 1.",
     collector=COLLECTOR,
     labels=GPU_LABELS,
     group="gpu",

@@ -141,15 +141,25 @@ def open_backend(
         fake = FakeNvml.from_name(settings.fake_description, clock=clock, events=settings.fake_events)
         return Backend("fake", fake, fake.profiling_source, fake.description.instance_type)
 
-    from nodeagent.gpu.nvml import gpm_source, real_nvml
+    from nodeagent.gpu.nvml import GpmProfiling, gpm_supported, real_nvml
 
     def choose(api: NvmlApi, gpus: Sequence[GpuRef]) -> ProfilingSource | None:
-        if settings.backend in ("auto", "dcgm"):
+        gpm = gpm_supported(api, gpus)
+        hopper_or_newer = bool(gpus) and len(gpm) == len(gpus)  # GPM exists from Hopper on
+        mig = any(g.mig for g in gpus)
+        # Under MIG, GPM samples each GPU instance (nvmlGpmMigSampleGet): per-instance
+        # profiling, which nodeagent's DCGM reader (whole GPUs) does not give.
+        if settings.backend in ("auto", "dcgm") and not (mig and hopper_or_newer):
             from nodeagent.gpu.dcgm import open_dcgm_profiling
 
-            source = open_dcgm_profiling(settings, required=settings.backend == "dcgm")
+            # On Ampere and older an embedded host engine would hold the profiling
+            # hardware for the whole node and block users' Nsight/CUPTI sessions:
+            # there, only a running nv-hostengine (which operators pause with
+            # `dcgmi profile --pause`) is used.
+            source = open_dcgm_profiling(settings, required=settings.backend == "dcgm",
+                                         allow_embedded=hopper_or_newer)
             if source is not None:
                 return source
-        return gpm_source(api, gpus)
+        return GpmProfiling(api, gpm) if gpm else None
 
     return Backend("nvml", real_nvml(), choose)

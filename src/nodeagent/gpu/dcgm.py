@@ -4,8 +4,15 @@ ParallelCluster's GPU AMIs install DCGM; its bindings (pydcgm, DcgmReader,
 dcgm_fields) live outside site-packages, so the directories in
 gpu.dcgm_bindings_paths are added to the import path when the bindings are
 not importable already. nodeagent connects to nv-hostengine at gpu.dcgm_host
-and falls back to an embedded host engine (what dcgm-exporter does by
-default). Device fields still come from NVML; DCGM only adds profiling.
+and, on Hopper and newer only, falls back to an embedded host engine (what
+dcgm-exporter does by default). On Ampere and older, DCGM's profiling module
+holds the GPUs' performance counters for the whole node while it watches
+profiling fields, so users' Nsight Systems/Compute and CUPTI sessions fail;
+operators release them with `dcgmi profile --pause` on their nv-hostengine,
+which an embedded engine inside nodeagent would not offer. There nodeagent
+uses a running nv-hostengine or serves no profiling fields (Hopper's GPM
+has no such lock: NVIDIA/DCGM dcgmlib/dcgm_agent.h, dcgmProfPause). Device
+fields still come from NVML; DCGM only adds profiling.
 
 Not exercised against a real DCGM here: the tests drive DcgmProfiling with
 the fake backend's reader, which has DcgmReader's interface.
@@ -116,8 +123,10 @@ def _import_bindings(paths: Sequence[str]) -> tuple[Any, Any] | None:
     return None
 
 
-def open_dcgm_profiling(settings: GpuSettings, required: bool = False) -> DcgmProfiling | None:
-    """A DCGM profiling source, or None (logged) when DCGM is not usable here."""
+def open_dcgm_profiling(settings: GpuSettings, required: bool = False,
+                        allow_embedded: bool = False) -> DcgmProfiling | None:
+    """A DCGM profiling source, or None (logged) when DCGM is not usable here.
+    An embedded host engine is started only when `allow_embedded` (Hopper or newer)."""
     modules = _import_bindings(settings.dcgm_bindings_paths)
     report = log.error if required else log.info
     if modules is None:
@@ -125,9 +134,12 @@ def open_dcgm_profiling(settings: GpuSettings, required: bool = False) -> DcgmPr
         return None
     reader_mod, fields_mod = modules
     field_ids = {name: int(getattr(fields_mod, name, fid)) for name, fid in PROF_FIELD_IDS.items()}
-    hosts: list[str | None] = [settings.dcgm_host]
-    if settings.dcgm_host is not None:
+    hosts: list[str | None] = [] if settings.dcgm_host is None else [settings.dcgm_host]
+    if allow_embedded:
         hosts.append(None)  # embedded host engine
+    elif settings.dcgm_host is None:
+        report("gpu_dcgm_unavailable", reason="no embedded DCGM host engine on GPUs older than Hopper: it would "
+               "block users' profilers; set gpu.dcgm_host to a running nv-hostengine")
     for host in hosts:
         try:
             reader = reader_mod.DcgmReader(

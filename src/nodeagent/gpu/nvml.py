@@ -146,8 +146,8 @@ class GpmProfiling:
         self._samples.clear()
 
 
-def gpm_source(api: NvmlApi, gpus: Sequence[GpuRef]) -> ProfilingSource | None:
-    """GPM profiling for the GPUs that support it, or None when none does."""
+def gpm_supported(api: NvmlApi, gpus: Sequence[GpuRef]) -> list[int]:
+    """Indexes of the GPUs with GPM (Hopper and newer)."""
     supported: list[int] = []
     for gpu in gpus:
         try:
@@ -155,6 +155,10 @@ def gpm_source(api: NvmlApi, gpus: Sequence[GpuRef]) -> ProfilingSource | None:
                 supported.append(gpu.index)
         except pynvml.NVMLError as e:
             log.info("gpu_gpm_unsupported", gpu=gpu.index, error=str(e))
-    if not supported:
-        return None
-    return GpmProfiling(api, supported)
+    return supported
+
+
+def gpm_source(api: NvmlApi, gpus: Sequence[GpuRef]) -> ProfilingSource | None:
+    """GPM profiling for the GPUs that support it, or None when none does."""
+    supported = gpm_supported(api, gpus)
+    return GpmProfiling(api, supported) if supported else None

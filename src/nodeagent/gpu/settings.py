@@ -57,6 +57,17 @@ class GpuSettings:
     # Seconds one NVML call may block (a wedged driver blocks in the kernel) before
     # the watchdog declares it hung, parks its thread and samples the other GPUs.
     call_timeout: float = field(default=5.0, metadata={"check": check_positive})
+    # Seconds start-up may take: nvmlInit and discovery (slow without persistence
+    # mode: the driver initialises every GPU) and starting the profiling source
+    # (DCGM's embedded host engine). call_timeout applies once sampling runs.
+    start_timeout: float = field(default=120.0, metadata={"check": check_positive})
+    # Seconds after which fields a GPU answered NOT_SUPPORTED for are asked again
+    # (they are asked again at once when the GPU's MIG mode changes).
+    reprobe_interval: float = field(default=600.0, metadata={"check": check_positive})
+    # Read XIDs from the kernel log (/dev/kmsg) too, as DCGM does since 3.3.7: the
+    # NVML event path is missing in some sandboxes and misses XIDs on some drivers.
+    # Each XID is counted once whichever source reports it.
+    kernel_log: bool = True
     # The snapshot is stale (GPU series withheld, collector success 0) when its last
     # complete cycle is older than this many seconds; null = 3 x interval + call_timeout.
     stale_after: float | None = field(default=None, metadata={"check": check_positive})
@@ -67,8 +78,10 @@ class GpuSettings:
     # counter or label). null = nodeagent's default set (dcgm-exporter's defaults plus
     # ECC, retired pages, violations, NVLink errors, profiling and DCGM_EXP_* series).
     counters_file: str | None = field(default=None, metadata={"check": _check_counters_file})
-    # Label carrying the node name: "Hostname" (dcgm-exporter before 4.6, what
-    # NVIDIA's dashboard 12239 queries) or "hostname" (dcgm-exporter 4.6 and newer).
+    # Label carrying the node name: "Hostname" (every tagged dcgm-exporter release up
+    # to 4.5.3-4.8.2, and what NVIDIA's dashboard 12239 queries) or "hostname"
+    # (dcgm-exporter's main branch since commit d5e5f51, "Rename Hostname label to
+    # hostname (#655)", 2026-05-12, in no tagged release yet).
     hostname_label: Literal["Hostname", "hostname"] = "Hostname"
     # GPUs this node should have, for nodeagent_gpus{state="expected"}; null = from
     # the EC2 instance type (DMI product name) when it is a known GPU type, else 0.
@@ -97,7 +110,11 @@ class GpuSettings:
     # Fake backend: play the description's scripted events (XIDs, a lost GPU, a hung
     # call); false = steady state, for dashboard work.
     fake_events: bool = True
-    # DCGM backend: address of nv-hostengine; null = run an embedded host engine.
+    # DCGM backend: address of nv-hostengine. When it does not answer, an embedded
+    # host engine is started on Hopper and newer only: on Ampere and older it would
+    # hold the profiling counters and block users' Nsight/CUPTI profiling (a running
+    # nv-hostengine can be paused with `dcgmi profile --pause`). null = no
+    # nv-hostengine, embedded engine (Hopper and newer).
     dcgm_host: str | None = "localhost"
     # DCGM backend: directories holding DCGM's Python bindings (pydcgm, DcgmReader),
     # added to the import path in this order when they are not importable already.

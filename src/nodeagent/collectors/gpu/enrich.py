@@ -127,13 +127,17 @@ def clock_event_counts(history: deque[tuple[float, int]], mask: int, now: float,
 NvlinkReading = tuple[float, int]  # (monotonic seconds, KiB transferred, RX + TX over all links)
 
 
-def nvlink_rate(previous: NvlinkReading | None, current: NvlinkReading) -> float:
-    """KiB/s between two readings; 0 for the first reading, a counter reset or
-    no time passed (as DCGM publishes 0 for its first sample)."""
-    if previous is None:
-        return 0.0
+def nvlink_rate(previous: NvlinkReading | None, current: NvlinkReading) -> int:
+    """DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL from two readings of the throughput
+    counters, as DCGM computes it (NVIDIA/DCGM dcgmlib/src/DcgmCacheManager.cpp,
+    ReadAndCacheNvLinkBandwidth): KiB per second divided by 1000 (its "MB/s"),
+    a whole number; 0 for the first reading, a zero counter or no time passed.
+    A counter that went backwards (a reset) gives 0 here, where DCGM would
+    publish a negative rate."""
+    if previous is None or current[1] == 0:
+        return 0
     seconds = current[0] - previous[0]
     delta = current[1] - previous[1]
     if seconds <= 0 or delta < 0:
-        return 0.0
-    return delta / seconds
+        return 0
+    return int(delta / seconds / 1000)

@@ -33,6 +33,8 @@ class Reader:
     read: Callable[[NvmlApi, Handle, tuple[str, ...]], ReadResult]
     # also read on MIG device handles (values per GPU instance)
     mig: bool = False
+    # an administrator's setting: read every SLOW_INTERVAL seconds, not every cycle
+    slow: bool = False
 
 
 def _one(key: str, field_name: str, call: Callable[[NvmlApi, Handle], Value]) -> Reader:
@@ -59,55 +61,113 @@ def _field_value(fv: Any) -> Value:
     raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
 
 
-# DCGM field -> NVML field-value id, for the batched nvmlDeviceGetFieldValues reader
+# DCGM field -> NVML field id, read together in one nvmlDeviceGetFieldValues
+# per GPU per cycle, each with its own return code, as DCGM's cache manager
+# does for these fields (NVIDIA/DCGM dcgmlib/src/DcgmCacheManager.cpp,
+# BufferOrCacheLatestGpuValue). Values pass through in NVML's units: the
+# violation times stay nanoseconds, as DCGM serves them (dcgm-exporter's
+# counters files say "(in ns)").
 FIELD_VALUE_IDS: dict[str, int] = {
     "DCGM_FI_DEV_MEMORY_TEMP": pynvml.NVML_FI_DEV_MEMORY_TEMP,
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": pynvml.NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION,
+    "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": pynvml.NVML_FI_DEV_PCIE_REPLAY_COUNTER,
+    "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL": pynvml.NVML_FI_DEV_ECC_SBE_VOL_TOTAL,
+    "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": pynvml.NVML_FI_DEV_ECC_DBE_VOL_TOTAL,
+    "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL": pynvml.NVML_FI_DEV_ECC_SBE_AGG_TOTAL,
+    "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL": pynvml.NVML_FI_DEV_ECC_DBE_AGG_TOTAL,
+    "DCGM_FI_DEV_RETIRED_SBE": pynvml.NVML_FI_DEV_RETIRED_SBE,
+    "DCGM_FI_DEV_RETIRED_DBE": pynvml.NVML_FI_DEV_RETIRED_DBE,
+    "DCGM_FI_DEV_RETIRED_PENDING": pynvml.NVML_FI_DEV_RETIRED_PENDING,
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": pynvml.NVML_FI_DEV_REMAPPED_COR,
+    "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": pynvml.NVML_FI_DEV_REMAPPED_UNC,
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE": pynvml.NVML_FI_DEV_REMAPPED_FAILURE,
+    "DCGM_FI_DEV_POWER_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_POWER,
+    "DCGM_FI_DEV_THERMAL_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_THERMAL,
+    "DCGM_FI_DEV_SYNC_BOOST_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_SYNC_BOOST,
+    "DCGM_FI_DEV_BOARD_LIMIT_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_BOARD_LIMIT,
+    "DCGM_FI_DEV_LOW_UTIL_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_LOW_UTILIZATION,
+    "DCGM_FI_DEV_RELIABILITY_VIOLATION": pynvml.NVML_FI_DEV_PERF_POLICY_RELIABILITY,
     "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL": pynvml.NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL,
     "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL": pynvml.NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL,
     "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL": pynvml.NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL,
     "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL": pynvml.NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL,
-    "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL": pynvml.NVML_FI_DEV_NVLINK_BANDWIDTH_C0_TOTAL,
+    "DCGM_FI_DEV_GPU_RECOVERY_ACTION": pynvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION,
 }
+
+# DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL is a rate DCGM derives from the NVLink
+# data throughput counters (KiB, RX + TX, all links): the reader returns the
+# raw total under this internal name, the sampler turns two readings into
+# the rate (enrich.nvlink_rate).
+NVLINK_BANDWIDTH = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"
+NVLINK_THROUGHPUT = (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
+
+
+# DCGM_FI_DEV_POWER_USAGE is what nvmlDeviceGetPowerUsage returns: the 1-second
+# average on Ampere (except GA100) and newer, the instantaneous power on GA100
+# and older (NVML API reference, nvmlDeviceGetPowerUsage). Those are the field
+# values POWER_AVERAGE (supported on Ampere except GA100, and newer) and
+# POWER_INSTANT (all GPUs), both in mW: asked for in the same batch, they save
+# one call per GPU per cycle. Where neither answers, the call itself is made.
+POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
+POWER_FIELDS = (pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_POWER_INSTANT)
 
 
 def _read_field_values(api: NvmlApi, handle: Handle, wanted: tuple[str, ...]) -> ReadResult:
-    """One nvmlDeviceGetFieldValues for all wanted field-value fields. The NVLink
-    bandwidth total falls back to the raw throughput counters (all links, KiB)
-    on drivers where the deprecated counter set 0 is not supported."""
-    requests: list[Any] = [FIELD_VALUE_IDS[name] for name in wanted]
-    bandwidth = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL" in wanted
-    if bandwidth:
-        requests.append((pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_RAW_TX, _ALL_LINKS))
-        requests.append((pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_RAW_RX, _ALL_LINKS))
+    """One nvmlDeviceGetFieldValues for every wanted field, NVLink throughput
+    and power included."""
+    names = [n for n in wanted if n in FIELD_VALUE_IDS]
+    requests: list[Any] = [FIELD_VALUE_IDS[n] for n in names]
+    nvlink = NVLINK_BANDWIDTH in wanted
+    if nvlink:
+        requests.extend((fid, _ALL_LINKS) for fid in NVLINK_THROUGHPUT)
+    power = POWER_USAGE in wanted
+    if power:
+        requests.extend(POWER_FIELDS)
     values = api.nvmlDeviceGetFieldValues(handle, requests)
     out: ReadResult = {}
-    for i, name in enumerate(wanted):
-        fv = values[i]
-        if fv.nvmlReturn == pynvml.NVML_SUCCESS:
-            out[name] = _field_value(fv)
+    for i, name in enumerate(names):
+        out[name] = _field_result(values[i])
+    extra = [_field_result(values[i]) for i in range(len(names), len(requests))]
+    if nvlink:
+        tx, rx = extra[0], extra[1]
+        extra = extra[2:]
+        if isinstance(tx, pynvml.NVMLError):
+            out[NVLINK_BANDWIDTH] = tx
+        elif isinstance(rx, pynvml.NVMLError):
+            out[NVLINK_BANDWIDTH] = rx
         else:
-            out[name] = pynvml.NVMLError(fv.nvmlReturn)
-    if bandwidth and isinstance(out["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"], pynvml.NVMLError):
-        tx, rx = values[len(wanted)], values[len(wanted) + 1]
-        if tx.nvmlReturn == pynvml.NVML_SUCCESS and rx.nvmlReturn == pynvml.NVML_SUCCESS:
-            out["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"] = int(_field_value(tx)) + int(_field_value(rx))
+            out[NVLINK_BANDWIDTH] = int(tx) + int(rx)
+    if power:
+        milliwatts = next((v for v in extra if not isinstance(v, pynvml.NVMLError)), None)
+        if milliwatts is None:
+            milliwatts = api.nvmlDeviceGetPowerUsage(handle)
+        out[POWER_USAGE] = milliwatts / 1000.0
     return out
 
 
+def _field_result(fv: Any) -> Value | pynvml.NVMLError:
+    if fv.nvmlReturn != pynvml.NVML_SUCCESS:
+        return pynvml.NVMLError(fv.nvmlReturn)
+    return _field_value(fv)
+
+
 def _read_memory(api: NvmlApi, handle: Handle, wanted: tuple[str, ...]) -> ReadResult:
-    """Framebuffer in MiB. nvmlMemory_v2 separates reserved memory; without it
-    (older drivers) FB_RESERVED is reported unsupported and v1 is used."""
-    if "DCGM_FI_DEV_FB_RESERVED" in wanted:
-        try:
-            mem = api.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
-            return {
-                "DCGM_FI_DEV_FB_FREE": int(mem.free) // _MIB,
-                "DCGM_FI_DEV_FB_USED": int(mem.used) // _MIB,
-                "DCGM_FI_DEV_FB_RESERVED": int(mem.reserved) // _MIB,
-                "DCGM_FI_DEV_FB_TOTAL": int(mem.total) // _MIB,
-            }
-        except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_NotSupported):
-            pass
+    """Framebuffer in MiB, as DCGM reads it (DcgmCacheManager.cpp, the FB_*
+    fields): the v2 struct whenever the driver has it, whatever fields are
+    wanted, so "used" never includes the reserved memory; only a driver
+    without v2 gives v1's "used", which does, and no FB_RESERVED."""
+    try:
+        mem = api.nvmlDeviceGetMemoryInfo(handle, version=pynvml.nvmlMemory_v2)
+    except (pynvml.NVMLError_FunctionNotFound, pynvml.NVMLError_NotSupported,
+            pynvml.NVMLError_ArgumentVersionMismatch):
+        mem = None
+    if mem is not None:
+        return {
+            "DCGM_FI_DEV_FB_FREE": int(mem.free) // _MIB,
+            "DCGM_FI_DEV_FB_USED": int(mem.used) // _MIB,
+            "DCGM_FI_DEV_FB_RESERVED": int(mem.reserved) // _MIB,
+            "DCGM_FI_DEV_FB_TOTAL": int(mem.total) // _MIB,
+        }
     mem = api.nvmlDeviceGetMemoryInfo(handle)
     return {
         "DCGM_FI_DEV_FB_FREE": int(mem.free) // _MIB,
@@ -122,15 +182,6 @@ def _read_utilization(api: NvmlApi, handle: Handle, wanted: tuple[str, ...]) -> 
     return {"DCGM_FI_DEV_GPU_UTIL": int(util.gpu), "DCGM_FI_DEV_MEM_COPY_UTIL": int(util.memory)}
 
 
-def _read_remapped(api: NvmlApi, handle: Handle, wanted: tuple[str, ...]) -> ReadResult:
-    corr, unc, _pending, failure = api.nvmlDeviceGetRemappedRows(handle)
-    return {
-        "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": int(corr),
-        "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": int(unc),
-        "DCGM_FI_DEV_ROW_REMAP_FAILURE": int(failure),
-    }
-
-
 def _vgpu_license(api: NvmlApi, handle: Handle) -> int:
     features = api.nvmlDeviceGetGridLicensableFeatures(handle)
     if not features.isGridLicenseSupported or not features.licensableFeaturesCount:
@@ -138,18 +189,9 @@ def _vgpu_license(api: NvmlApi, handle: Handle) -> int:
     return int(features.gridLicensableFeatures[0].featureState)
 
 
-def _ecc(error_type: int, counter_type: int) -> Callable[[NvmlApi, Handle], Value]:
-    return lambda api, h: int(api.nvmlDeviceGetTotalEccErrors(h, error_type, counter_type))
-
-
-def _violation(policy: int) -> Callable[[NvmlApi, Handle], Value]:
-    # NVML reports nanoseconds; DCGM's violation fields are microseconds
-    return lambda api, h: int(api.nvmlDeviceGetViolationStatus(h, policy).violationTime) // 1000
-
-
-def _retired(cause: int) -> Callable[[NvmlApi, Handle], Value]:
-    return lambda api, h: len(api.nvmlDeviceGetRetiredPages(h, cause))
-
+# Settings that only an administrator changes: read at start and then every
+# SLOW_INTERVAL seconds, the last value served in between.
+SLOW_INTERVAL = 60.0
 
 READERS: tuple[Reader, ...] = (
     _one("sm_clock", "DCGM_FI_DEV_SM_CLOCK", lambda a, h: int(a.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))),
@@ -159,10 +201,6 @@ READERS: tuple[Reader, ...] = (
         "DCGM_FI_DEV_GPU_TEMP",
         lambda a, h: int(a.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
     ),
-    _one("power", "DCGM_FI_DEV_POWER_USAGE", lambda a, h: a.nvmlDeviceGetPowerUsage(h) / 1000.0),
-    _one("power_limit", "DCGM_FI_DEV_POWER_MGMT_LIMIT", lambda a, h: a.nvmlDeviceGetPowerManagementLimit(h) / 1000.0),
-    _one("energy", "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", lambda a, h: int(a.nvmlDeviceGetTotalEnergyConsumption(h))),
-    _one("pcie_replay", "DCGM_FI_DEV_PCIE_REPLAY_COUNTER", lambda a, h: int(a.nvmlDeviceGetPcieReplayCounter(h))),
     Reader("utilization", ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL"), _read_utilization),
     _one("enc_util", "DCGM_FI_DEV_ENC_UTIL", lambda a, h: int(a.nvmlDeviceGetEncoderUtilization(h)[0])),
     _one("dec_util", "DCGM_FI_DEV_DEC_UTIL", lambda a, h: int(a.nvmlDeviceGetDecoderUtilization(h)[0])),
@@ -172,71 +210,20 @@ READERS: tuple[Reader, ...] = (
         _read_memory,
         mig=True,
     ),
-    _one("vgpu_license", "DCGM_FI_DEV_VGPU_LICENSE_STATUS", _vgpu_license),
-    Reader(
-        "remapped_rows",
-        (
-            "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
-            "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
-            "DCGM_FI_DEV_ROW_REMAP_FAILURE",
-        ),
-        _read_remapped,
-    ),
-    _one(
-        "ecc_sbe_vol",
-        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
-        _ecc(pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_VOLATILE_ECC),
-    ),
-    _one(
-        "ecc_dbe_vol",
-        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
-        _ecc(pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC),
-    ),
-    _one(
-        "ecc_sbe_agg",
-        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
-        _ecc(pynvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, pynvml.NVML_AGGREGATE_ECC),
-    ),
-    _one(
-        "ecc_dbe_agg",
-        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
-        _ecc(pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_AGGREGATE_ECC),
-    ),
-    _one(
-        "retired_sbe",
-        "DCGM_FI_DEV_RETIRED_SBE",
-        _retired(pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS),
-    ),
-    _one("retired_dbe", "DCGM_FI_DEV_RETIRED_DBE", _retired(pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)),
-    _one(
-        "retired_pending",
-        "DCGM_FI_DEV_RETIRED_PENDING",
-        lambda a, h: int(a.nvmlDeviceGetRetiredPagesPendingStatus(h)),
-    ),
-    _one("power_violation", "DCGM_FI_DEV_POWER_VIOLATION", _violation(pynvml.NVML_PERF_POLICY_POWER)),
-    _one("thermal_violation", "DCGM_FI_DEV_THERMAL_VIOLATION", _violation(pynvml.NVML_PERF_POLICY_THERMAL)),
-    _one(
-        "sync_boost_violation",
-        "DCGM_FI_DEV_SYNC_BOOST_VIOLATION",
-        _violation(pynvml.NVML_PERF_POLICY_SYNC_BOOST),
-    ),
-    _one(
-        "board_limit_violation",
-        "DCGM_FI_DEV_BOARD_LIMIT_VIOLATION",
-        _violation(pynvml.NVML_PERF_POLICY_BOARD_LIMIT),
-    ),
-    _one(
-        "low_util_violation",
-        "DCGM_FI_DEV_LOW_UTIL_VIOLATION",
-        _violation(pynvml.NVML_PERF_POLICY_LOW_UTILIZATION),
-    ),
-    _one(
-        "reliability_violation",
-        "DCGM_FI_DEV_RELIABILITY_VIOLATION",
-        _violation(pynvml.NVML_PERF_POLICY_RELIABILITY),
-    ),
-    Reader("field_values", tuple(FIELD_VALUE_IDS), _read_field_values),
+    Reader("field_values", (*FIELD_VALUE_IDS, NVLINK_BANDWIDTH, POWER_USAGE), _read_field_values),
     _one("clock_events", CLOCK_REASONS, lambda a, h: int(a.nvmlDeviceGetCurrentClocksEventReasons(h))),
+    Reader(
+        "power_limit",
+        ("DCGM_FI_DEV_POWER_MGMT_LIMIT",),
+        lambda a, h, w: {"DCGM_FI_DEV_POWER_MGMT_LIMIT": a.nvmlDeviceGetPowerManagementLimit(h) / 1000.0},
+        slow=True,
+    ),
+    Reader(
+        "vgpu_license",
+        ("DCGM_FI_DEV_VGPU_LICENSE_STATUS",),
+        lambda a, h, w: {"DCGM_FI_DEV_VGPU_LICENSE_STATUS": _vgpu_license(a, h)},
+        slow=True,
+    ),
 )
 
 FIELD_TO_READER: dict[str, Reader] = {name: r for r in READERS for name in r.fields}

@@ -18,13 +18,24 @@ import structlog
 from nodeagent.catalogue import gpu as cat
 from nodeagent.catalogue.spec import MetricSpec
 from nodeagent.collectors.gpu.state import GpuState, Value
-from nodeagent.collectors.gpu.xid import classify
+from nodeagent.collectors.gpu.xid import XidView
+from nodeagent.collectors.gpu.xid_catalogue import classify, recovery_needs_node_action, xid_message
 from nodeagent.gpu.counters import CounterRow
 from nodeagent.model import MetricFamily
 
 log = structlog.get_logger(__name__)
 
-_MIG_PARENT_ONLY = ("DCGM_FI_DEV_FB_", "DCGM_FI_PROF_")
+# Under MIG these come from each GPU instance, not from the parent GPU.
+_PER_INSTANCE = ("DCGM_FI_DEV_FB_", "DCGM_FI_PROF_")
+# Fields DCGM does not report for a GPU instance (NVML answers NOT_SUPPORTED
+# for utilisation in MIG mode; remapped rows and PCIe traffic are the whole
+# board's): left off instance series rather than repeating the parent's value
+# (NVIDIA/DCGM dcgmlib/dcgm_fields.cpp, entity levels).
+MIG_NOT_PER_INSTANCE = frozenset({
+    "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
+    "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+    "DCGM_FI_DEV_ROW_REMAP_FAILURE", "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES",
+})
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class _Entity:
     labels: tuple[str, ...]  # identity [+ MIG] + hostname + label fields
     values: dict[str, Value]
     jobs: tuple[str, ...]
+    xid: XidView
 
 
 def _label_value(gpu: GpuState, name: str) -> str:
@@ -122,11 +134,14 @@ def _entities(gpus: Sequence[GpuState], opts: RenderOptions, has_mig: bool) -> I
         ident = _identity(gpu)
         tail = (opts.hostname, *(_label_value(gpu, n) for n in label_fields))
         if gpu.mig:
-            parent = {k: v for k, v in gpu.values.items() if not k.startswith(_MIG_PARENT_ONLY)}
+            parent = {k: v for k, v in gpu.values.items()
+                      if not k.startswith(_PER_INSTANCE) and k not in MIG_NOT_PER_INSTANCE}
             for inst in gpu.mig:
-                yield _Entity(gpu, (*ident, inst.profile, str(inst.gi_id), *tail), {**parent, **inst.values}, inst.jobs)
+                own = {k: v for k, v in inst.values.items() if k not in MIG_NOT_PER_INSTANCE}
+                yield _Entity(gpu, (*ident, inst.profile, str(inst.gi_id), *tail), {**parent, **own}, inst.jobs,
+                              inst.xid)
         else:
-            yield _Entity(gpu, (*ident, *(("", "") if has_mig else ()), *tail), gpu.values, gpu.jobs)
+            yield _Entity(gpu, (*ident, *(("", "") if has_mig else ()), *tail), gpu.values, gpu.jobs, gpu.xid)
 
 
 def _down_entities(gpus: Sequence[GpuState], opts: RenderOptions, has_mig: bool) -> Iterator[_Entity]:
@@ -135,11 +150,12 @@ def _down_entities(gpus: Sequence[GpuState], opts: RenderOptions, has_mig: bool)
         if gpu.up or not gpu.known:
             continue
         tail = (opts.hostname, *(_label_value(gpu, n) for n in opts.selection.label_fields))
-        yield _Entity(gpu, (*_identity(gpu), *(("", "") if has_mig else ()), *tail), {}, ())
+        yield _Entity(gpu, (*_identity(gpu), *(("", "") if has_mig else ()), *tail), {}, (), gpu.xid)
 
 
 def _family(selected: Selected, labelnames: tuple[str, ...]) -> MetricFamily:
     fam = selected.spec.family(labels=labelnames)
+    fam.omit_empty_labels = True  # GPU_I_* of whole GPUs, hpc_job of idle ones
     if selected.type != fam.type:
         fam.type = selected.type  # type: ignore[assignment]  # the user's counters file decides
     if selected.help and selected.help != fam.help:
@@ -178,11 +194,13 @@ def render_families(gpus: Sequence[GpuState], opts: RenderOptions) -> list[Metri
     for selected in sel.fields:
         name = selected.spec.name
         if name == cat.XID_ERRORS.name:
-            fam = _family(selected, names(attributes=("err_code",)))
+            # dcgm-exporter (internal/pkg/collector/gpu_collector.go, toMetric) adds
+            # err_code and err_msg as attributes: sorted, both before hpc_job
+            fam = _family(selected, names(attributes=("err_code", "err_msg")))
             for e in xid_entities:
-                last = e.gpu.xid.last
+                last = e.xid.last
                 for job in _job_values(e.jobs, has_jobs):
-                    fam.add((*e.labels, str(last), *job), last)  # err_code sorts before hpc_job
+                    fam.add((*e.labels, str(last), xid_message(last), *job), last)
             families.append(fam)
             continue
         fam = _family(selected, plain)
@@ -199,7 +217,7 @@ def render_families(gpus: Sequence[GpuState], opts: RenderOptions) -> list[Metri
             fam = _family(selected, names(exporter_labels=cat.XID_WINDOW_LABELS))
             window = str(opts.xid_window_ms)
             for e in xid_entities:
-                counts: list[tuple[str, int]] = [(str(x), c) for x, c in sorted(e.gpu.xid.window.items())]
+                counts: list[tuple[str, int]] = [(str(x), c) for x, c in sorted(e.xid.window.items())]
                 for job in _job_values(e.jobs, has_jobs):
                     for xid, count in counts or [("", 0)]:
                         fam.add((*e.labels, window, xid, *job), count)  # window_size_in_ms < xid
@@ -230,7 +248,9 @@ def _own_families(gpus: Sequence[GpuState], opts: RenderOptions) -> list[MetricF
     for g in gpus:
         ident = (*_identity(g), opts.hostname)
         up.add(ident, 1 if g.up else 0)
-        healthy.add(ident, 1 if g.up and not g.xid.node_action_xid else 0)
+        recovery = g.values.get(cat.GPU_RECOVERY_ACTION.name, 0)
+        healthy.add(ident, 1 if g.up and not g.xid.node_action_xid and not recovery_needs_node_action(int(recovery))
+                    else 0)
         action.add(ident, g.xid.node_action_xid)
         for xid, count in sorted(g.xid.counts.items()):
             xids.add((*ident, classify(xid), str(xid)), count)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pynvml
 import structlog
@@ -23,6 +23,7 @@ import structlog
 from nodeagent.collectors.gpu import readers as rd
 from nodeagent.collectors.gpu.enrich import NO_INSTANCE, GpuProcess
 from nodeagent.collectors.gpu.state import Value
+from nodeagent.collectors.gpu.watchdog import TimedApi
 from nodeagent.gpu.backend import GpuRef, MigRef, NvmlApi
 
 log = structlog.get_logger("nodeagent.collectors.gpu.sampler")
@@ -32,7 +33,12 @@ PROCESSES = "_processes"  # pseudo field: nvmlDeviceGetComputeRunningProcesses
 
 
 class GpuLost(Exception):
-    pass
+    """The GPU is gone (GPU_IS_LOST), or answered nothing but errors this cycle
+    (a GPU that fell off the bus answers NVML_ERROR_UNKNOWN before GPU_IS_LOST)."""
+
+    def __init__(self, reason: str = "lost") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -131,6 +137,34 @@ class NvidiaSource:
             out.append(MigRef(gi, mig_profile(name), mig))
         return out
 
+    def discover_or_placeholder(self, timer: TimedApi, index: int, system_labels: dict[str, str]) -> DiscoveredGpu:
+        """A GPU as discovered, or one without a handle (lost at start: tried again each cycle)."""
+        timer.gpu = index
+        try:
+            return self.discover(cast(NvmlApi, timer), index, system_labels)
+        except pynvml.NVMLError as e:
+            log.error("gpu_discovery_failed", gpu=index, error=str(e))
+            return DiscoveredGpu(index, None, labels=dict(system_labels))
+        finally:
+            timer.gpu = None
+
+    def refresh_mig(self, timer: TimedApi, gpus: list[DiscoveredGpu]) -> None:
+        """Pick up MIG layouts an administrator changed since the last look."""
+        for gpu in gpus:
+            if gpu.handle is None:
+                continue
+            timer.gpu = gpu.index
+            try:
+                mig = self.mig_instances(cast(NvmlApi, timer), gpu.handle, gpu.index)
+            except pynvml.NVMLError:
+                continue
+            finally:
+                timer.gpu = None
+            if [(m.gi_id, m.profile) for m in mig] != [(m.gi_id, m.profile) for m in gpu.mig]:
+                log.info("gpu_mig_layout_changed", gpu=gpu.index, instances=[m.profile for m in mig])
+                gpu.mig = mig
+                self.mig_changed(gpu.index)
+
     def mig_changed(self, gpu: int) -> None:
         """The GPU's MIG layout changed: what it supports may have too."""
         for key in [k for k in self._unsupported if k[0] == gpu]:
@@ -179,6 +213,8 @@ class NvidiaSource:
         unsupported = self.unsupported(gpu, gi)
         slow = self._slow.setdefault((gpu, gi), {})
         now = self.clock()
+        answered = False
+        failure: BaseException | None = None
         for reader in readers:
             wanted = tuple(f for f in reader.fields if f in self.needed and f not in unsupported)
             if not wanted:
@@ -196,12 +232,16 @@ class NvidiaSource:
                 continue
             except Exception as e:  # any error, NVML's or the binding's, costs this read only
                 self.transient(gpu, reader.key, e)
+                failure = e
                 continue
+            answered = True
             self._errors.pop((gpu, reader.key), None)
             got = self._accept(gpu, gi, reader.key, wanted, result)
             if reader.slow:
                 slow[reader.key] = (now, got)
             values.update(got)
+        if failure is not None and not answered and gi is None:
+            raise GpuLost(f"every read failed: {type(failure).__name__}: {failure}")
         return values
 
     def _accept(self, gpu: int, gi: int | None, key: str, wanted: tuple[str, ...],

@@ -16,6 +16,7 @@ class MigState:
     profile: str
     values: dict[str, Value] = field(default_factory=dict)
     jobs: tuple[str, ...] = ()
+    xid: XidView = field(default_factory=XidView)  # this instance's XIDs and the GPU-wide ones
 
 
 @dataclass
