@@ -274,3 +274,17 @@ def test_mig_mode_needs_a_mig_capable_model() -> None:
     text = "models: {a: {name: A10G, memory_mib: 1}}\ngpus: [{model: a}]\nevents: [{at: 1, gpu: 0, mig: true}]\n"
     with pytest.raises(ConfigError, match=r"events\[0\]\.mig: model a is not MIG capable"):
         parse_description(text, "mine.yaml")
+
+
+def test_power_field_values_match_the_power_usage_query() -> None:
+    # nvmlDeviceGetPowerUsage: 1 s average on Ampere (except GA100) and newer,
+    # instantaneous on GA100 and older; the two field values carry each
+    for name, average in (("p5-8xh100", True), ("p4d-8xa100-40gb", False)):
+        fake = FakeNvml.from_name(name, clock=FakeClock(), events=False)
+        fake.nvmlInit()
+        h = fake.nvmlDeviceGetHandleByIndex(0)
+        avg, inst = fake.nvmlDeviceGetFieldValues(h, [pynvml.NVML_FI_DEV_POWER_AVERAGE,
+                                                      pynvml.NVML_FI_DEV_POWER_INSTANT])
+        assert inst.nvmlReturn == pynvml.NVML_SUCCESS
+        assert inst.value.uiVal == fake.nvmlDeviceGetPowerUsage(h)
+        assert (avg.nvmlReturn == pynvml.NVML_SUCCESS) is average

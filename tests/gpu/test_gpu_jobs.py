@@ -88,7 +88,8 @@ def test_several_jobs_on_one_gpu_give_one_series_each_and_ended_jobs_disappear(r
     r = rig("p5-8xh100")
     r.fake.set_processes(0, [FakeProcess(48211, 1000), FakeProcess(51007, 2000)])
     r.cycle()
-    temp = [labels.get("hpc_job", "") for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"]
+    temp = [labels.get("hpc_job", "") for labels, _ in samples(r.text(), "DCGM_FI_DEV_GPU_TEMP")
+            if labels["gpu"] == "0"]
     assert temp == ["4242", "4243"]
     # job 4243 ends on GPU 0 and job 4242's processes exit everywhere
     r.fake.set_processes(0, [])
@@ -157,7 +158,8 @@ def test_process_memory_by_job_is_bounded_like_hpc_job(rig, tmp_path) -> None:
     text = r.text()
     jobs = {labels.get("hpc_job", "") for labels, _ in samples(text, "DCGM_FI_DEV_GPU_TEMP") if labels["gpu"] == "0"}
     assert jobs == {"1000", "1001", "1002", "1003"}
-    memory = {labels.get("hpc_job", ""): float(v) for labels, v in samples(text, "nodeagent_gpu_process_memory_used_bytes")
+    memory = {labels.get("hpc_job", ""): float(v)
+              for labels, v in samples(text, "nodeagent_gpu_process_memory_used_bytes")
               if labels["gpu"] == "0"}
     mib = 1024 * 1024
     # the same four jobs; the other six jobs' memory is folded into "" with the job-less process

@@ -12,10 +12,10 @@ fixtures/pynvml-12.570.86-names.txt (made from its wheel).
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pynvml
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOR_NAMES = Path(__file__).resolve().parent / "fixtures" / "pynvml-12.570.86-names.txt"

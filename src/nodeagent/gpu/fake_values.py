@@ -25,6 +25,8 @@ from nodeagent.gpu.fake_fields import (
     RECOVERY_ACTION,
 )
 
+POWER_USAGE = "DCGM_FI_DEV_POWER_USAGE"
+
 # The driver that first reports NVML_FI_DEV_GET_GPU_RECOVERY_ACTION: a public
 # `nvidia-smi -q` of 8x H100 on 565.57.01 shows "GPU Recovery Action : None"
 # (github thamada/nvidia-smi, nvsim/H100SXMx8_smi.py); nvidia-ml-py has the
@@ -71,6 +73,8 @@ class FieldValueCalls(FakeCore):
         if fid == pynvml.NVML_FI_DEV_NVLINK_LINK_COUNT:
             entry.valueType, entry.value.uiVal = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, links
             return int(pynvml.NVML_SUCCESS)
+        if fid in (pynvml.NVML_FI_DEV_POWER_AVERAGE, pynvml.NVML_FI_DEV_POWER_INSTANT):
+            return self._power(entry, gpu, fid)
         spec = FIELD_VALUES.get(fid)
         if spec is None or spec[0] in self._unsupported(gpu):
             return int(pynvml.NVML_ERROR_NOT_SUPPORTED)
@@ -88,6 +92,19 @@ class FieldValueCalls(FakeCore):
             value //= links  # the links share the traffic evenly
         entry.valueType = value_type
         setattr(entry.value, _SETTERS[value_type], value)
+        return int(pynvml.NVML_SUCCESS)
+
+    def _power(self, entry: Any, gpu: FakeGpu, fid: int) -> int:
+        """Power in mW, what nvmlDeviceGetPowerUsage returns: the 1-second
+        average is a field on Ampere (except GA100) and newer, the
+        instantaneous power on every GPU (nvml.h, NVML_FI_DEV_POWER_AVERAGE
+        and NVML_FI_DEV_POWER_INSTANT)."""
+        if POWER_USAGE in self._unsupported(gpu):
+            return int(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if fid == pynvml.NVML_FI_DEV_POWER_AVERAGE and "A100" in gpu.model.name:
+            return int(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        entry.valueType = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+        entry.value.uiVal = round(self._value(gpu, POWER_USAGE) * 1000)
         return int(pynvml.NVML_SUCCESS)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[Any]:
