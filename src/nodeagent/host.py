@@ -16,10 +16,10 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from nodeagent.workers import DaemonWorkers
 
@@ -126,24 +126,27 @@ class Host:
         return self.read_text(self.sys(*parts))
 
     @staticmethod
-    def read_regular_text(path: Path, max_bytes: int) -> str:
-        """A regular file's text (a symlink to one is fine), refusing what is
-        not a regular file (a FIFO would block the reader for ever) and files
-        over max_bytes. For files other programs drop into our directories."""
+    def stat(path: Path) -> os.stat_result:
+        """The file's status, following symlinks."""
+        return os.stat(path)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def open_regular(path: Path) -> Iterator[tuple[BinaryIO, os.stat_result]]:
+        """A regular file (a symlink to one is fine) opened for binary reading, with
+        its status, for files other programs drop into our directories. Anything
+        else is refused before a read: a FIFO would block the reader for ever."""
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", str(path))
-            if st.st_size > max_bytes:
-                raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                data = f.read(max_bytes + 1)
-        finally:
+            f = os.fdopen(fd, "rb", buffering=65536)  # owns fd from here on
+        except BaseException:
             os.close(fd)
-        if len(data) > max_bytes:
-            raise OSError(errno.EFBIG, f"larger than {max_bytes} bytes", str(path))
-        return data.decode("utf-8", errors="replace")
+            raise
+        with f:
+            yield f, st
 
     @staticmethod
     def read_optional(path: Path) -> str | None:

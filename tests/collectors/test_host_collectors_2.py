@@ -326,7 +326,7 @@ def test_textfile_bad_file_is_skipped_logged_once_and_flagged(tmp_path):
     failures = [e for e in logs if e["event"] == "textfile_failed"]
     assert len(failures) == 1
     assert failures[0]["file"] == str(tmp_path / "broken.prom")
-    assert "line 3" in failures[0]["error"] and "expected ','" in failures[0]["error"]
+    assert failures[0]["line"] == 3 and "expected ','" in failures[0]["error"]
     # fixed: served again, error cleared, recovery logged
     (tmp_path / "broken.prom").write_text('# TYPE gpu_ok gauge\ngpu_ok{gpu="0"} 1\ngpu_ok{gpu="1"} 1\n')
     with structlog.testing.capture_logs() as logs:
@@ -337,23 +337,29 @@ def test_textfile_bad_file_is_skipped_logged_once_and_flagged(tmp_path):
 
 
 def test_textfile_conflicts_between_files(tmp_path):
+    # node_exporter 1.5: the first file (by name) sets a family's help and type; a later
+    # file that disagrees, or repeats a series, loses that family, not its other ones
     (tmp_path / "a.prom").write_text('# HELP foo one\n# TYPE foo gauge\nfoo{a="1"} 1\n')
     (tmp_path / "b.prom").write_text('# HELP foo two\n# TYPE foo gauge\nfoo{a="2"} 2\nbar 1\n')  # other help
     (tmp_path / "c.prom").write_text('# HELP foo one\n# TYPE foo gauge\nfoo{b="3"} 3\n')  # same family
     (tmp_path / "d.prom").write_text('# HELP foo one\n# TYPE foo gauge\nfoo{a="1",b=""} 7\n')  # dup series
     (tmp_path / "e.prom").write_text("# TYPE foo counter\nfoo 1\n")  # other type
-    (tmp_path / "f.prom").write_text("node_textfile_scrape_error 0\n")
+    (tmp_path / "f.prom").write_text("node_textfile_scrape_error 0\n")  # the collector's own
     (tmp_path / "notes.txt").write_text("not a metrics file\n")
     with structlog.testing.capture_logs() as logs:
         fams = run(TextfileCollector, Host(), config=textfile_config(tmp_path))
     got = samples(fams)
     assert got["foo"] == {("1", ""): 1, ("", "3"): 3}
-    assert "bar" not in got
-    assert {p for (p,) in got["node_textfile_mtime_seconds"]} == {str(tmp_path / "a.prom"), str(tmp_path / "c.prom")}
+    assert got["bar"] == {(): 1}
+    served = {Path(p).name for (p,) in got["node_textfile_mtime_seconds"]}
+    assert served == {"a.prom", "b.prom", "c.prom", "d.prom", "e.prom", "f.prom"}
     assert got["node_textfile_scrape_error"] == {(): 1}
-    failed = {Path(e["file"]).name: e["error"] for e in logs if e["event"] == "textfile_failed"}
-    assert set(failed) == {"b.prom", "d.prom", "e.prom", "f.prom"}
-    assert "help 'two'" in failed["b.prom"] and "duplicate series" in failed["d.prom"]
+    dropped = {(Path(e["file"]).name, e["metric"]): e["error"] for e in logs if e["event"] == "textfile_metric_dropped"}
+    assert set(dropped) == {("b.prom", "foo"), ("d.prom", "foo"), ("e.prom", "foo"),
+                            ("f.prom", "node_textfile_scrape_error")}  # fmt: skip
+    assert "another help text" in dropped[("b.prom", "foo")] and "a.prom" in dropped[("b.prom", "foo")]
+    assert "repeats a series" in dropped[("d.prom", "foo")]
+    assert "type counter here but gauge" in dropped[("e.prom", "foo")]
 
 
 def test_textfile_family_without_help_gets_node_exporters_help(tmp_path):
@@ -361,6 +367,17 @@ def test_textfile_family_without_help_gets_node_exporters_help(tmp_path):
     fams = run(TextfileCollector, Host(), config=textfile_config(tmp_path))
     (fam,) = [f for f in fams if f.name == "slurm_epilog_failed_total"]
     assert (fam.type, fam.help, fam.samples) == ("counter", f"Metric read from {tmp_path / 'jobs.prom'}", [((), 2)])
+
+
+def test_textfile_family_without_help_in_several_files_is_merged(tmp_path):
+    # node_exporter 1.5 serves both, its help naming both files
+    (tmp_path / "a.prom").write_text("jobs 1\n")
+    (tmp_path / "b.prom").write_text('jobs{queue="gpu"} 2\n')
+    fams = run(TextfileCollector, Host(), config=textfile_config(tmp_path))
+    (fam,) = [f for f in fams if f.name == "jobs"]
+    assert fam.help == f"Metric read from {tmp_path / 'a.prom'}, {tmp_path / 'b.prom'}"
+    assert (fam.labelnames, fam.samples) == (("queue",), [(("",), 1), (("gpu",), 2)])
+    assert samples(fams)["node_textfile_scrape_error"] == {(): 0}
 
 
 def test_textfile_histogram_and_summary_are_served_as_their_series(tmp_path):

@@ -28,7 +28,7 @@ from nodeagent.collectors.host.pressure import parse_pressure
 from nodeagent.collectors.host.schedstat import parse_schedstat
 from nodeagent.collectors.host.softnet import parse_softnet
 from nodeagent.collectors.host.systime import parse_clocksources, zone_offset
-from nodeagent.collectors.host.textfile import file_families, parse_textfile
+from nodeagent.collectors.host.textfile import parse_textfile
 from nodeagent.collectors.host.timex import timex_values
 from nodeagent.collectors.host.uname import uname_labels
 
@@ -375,32 +375,35 @@ rpc_count 9
 
 
 def test_textfile_good_file():
-    fams = {f.name: f for f in parse_textfile(GOOD)}
+    fams = parse_textfile(GOOD, "/x/good.prom")
     status = fams["node_healthcheck_status"]
     assert status.type == "gauge"
     assert status.help == "Result of the last check\nsecond line \\ end."
-    assert status.samples == [
-        ("node_healthcheck_status", (("check", "dcgm_diag_r1"),), 1.0),
-        ("node_healthcheck_status", (("check", "nvlink"), ("severity", "warn")), 0.0),
-    ]
-    assert fams["runs"].type == "counter"
-    assert fams["untyped_one"].samples == [
-        ("untyped_one", (("path", "C:\\dir"), ("q", 'say "hi"\nbye')), float("-inf"))
-    ]
-    assert [s[0] for s in fams["lat"].samples] == ["lat_bucket", "lat_bucket", "lat_sum", "lat_count"]
-    out = file_families(list(fams.values()), "/x/good.prom")
-    assert out["lat_bucket"].type == "untyped" and out["lat_count"].samples == (((), 5.0),)
-    assert (out["rpc"].labelnames, out["rpc"].samples) == (("quantile",), ((("0.9",), 0.2),))
-    assert out["runs"].help == "Metric read from /x/good.prom"
-    status = out["node_healthcheck_status"]
     assert status.labelnames == ("check", "severity")
     assert status.samples == ((("dcgm_diag_r1", ""), 1.0), (("nvlink", "warn"), 0.0))
+    assert fams["runs"].type == "counter"
+    assert fams["runs"].help is None  # "Metric read from" the files that have it, once merged
+    assert fams["untyped_one"].labelnames == ("path", "q")
+    assert fams["untyped_one"].samples == ((("C:\\dir", 'say "hi"\nbye'), float("-inf")),)
+    assert [name for name in fams if name.startswith("lat")] == ["lat_bucket", "lat_sum", "lat_count"]
+    assert fams["lat_bucket"].type == "untyped" and fams["lat_count"].samples == (((), 5.0),)
+    assert (fams["rpc"].labelnames, fams["rpc"].samples) == (("quantile",), ((("0.9",), 0.2),))
+
+
+def test_textfile_label_names_that_vary_between_samples():
+    fams = parse_textfile('m{b="1"} 1\nm{c="2",b="3"} 2\nm{a="4"} 3\nm 4\n')
+    assert fams["m"].labelnames == ("a", "b", "c")
+    assert fams["m"].samples == ((("", "1", ""), 1), (("", "3", "2"), 2), (("4", "", ""), 3), (("", "", ""), 4))
 
 
 def test_textfile_duplicate_series_in_one_file():
     text = 'up{job="a"} 1\nup{job="a",zone=""} 2\n'  # an empty label is no label: the same series
-    with pytest.raises(ValueError, match=r'f.prom: duplicate series up\{job="a"\}'):
-        file_families(parse_textfile(text, "f.prom"), "f.prom")
+    with pytest.raises(ValueError, match=r"f.prom line 2: duplicate series"):
+        parse_textfile(text, "f.prom")
+    text = 'up{zone="",job="a"} 1\nup{job="a"} 2\n'
+    with pytest.raises(ValueError, match=r"f.prom line 2: duplicate series"):
+        parse_textfile(text, "f.prom")
+    assert len(parse_textfile('up{job="a"} 1\nup{job="a",zone="z"} 2\nup 3\n')["up"].samples) == 3
 
 
 @pytest.mark.parametrize(
@@ -408,6 +411,7 @@ def test_textfile_duplicate_series_in_one_file():
     [
         ('bad{ 1\n', "invalid label name"),
         ('foo{a="1 2\n', "unterminated value"),
+        ('foo{a="1"} 1\xff\n', "invalid value"),
         ('foo{a="1"', "unterminated|expected"),
         ('foo{a="1" b="2"} 1\n', "expected ','"),
         ('foo{a="\\x"} 1\n', "invalid escape"),
@@ -442,7 +446,7 @@ def test_textfile_truncated_file():
 
 
 def test_textfile_help_without_samples_is_no_family():
-    assert parse_textfile("# HELP lonely nothing here\n# TYPE lonely gauge\n") == []
+    assert parse_textfile("# HELP lonely nothing here\n# TYPE lonely gauge\n") == {}
 
 
 # ---- efa / infiniband ------------------------------------------------------------------------------------
