@@ -224,6 +224,10 @@ class Host:
         return path.exists()
 
     @staticmethod
+    def is_dir(path: Path) -> bool:
+        return path.is_dir()
+
+    @staticmethod
     def readlink(path: Path) -> str | None:
         try:
             return os.readlink(path)

@@ -598,6 +598,8 @@ class TextfileCollector(Collector):
         try:
             if not self.host.exists(Path(directory)):
                 raise FileNotFoundError("no such directory")
+            if not self.host.is_dir(Path(directory)):
+                raise NotADirectoryError("not a directory")
             names = self.host.listdir(Path(directory))
         except OSError as e:
             names = []
