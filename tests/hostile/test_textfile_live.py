@@ -20,6 +20,7 @@ from testlib import free_port, wait_http
 
 SECRET = "S3CR3T-hunter2"
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
+PROMTOOL = shutil.which("promtool")
 
 
 class Agent:
@@ -105,6 +106,9 @@ def test_hostile_directory_scrapes_are_200_and_valid(tmp_path: Path, agent) -> N
         assert code == 200
         types = type_lines(text)
         assert len(types) == len(set(types)), "a family with two HELP/TYPE blocks"
+        if PROMTOOL:  # Prometheus's own parser (lint remarks aside)
+            check = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True)
+            assert "error while linting" not in check.stdout + check.stderr
         families = {f.name: f for f in text_string_to_metric_families(text)}
         assert families["site_up"].samples[0].value == 1 and families["own_other"].samples[0].value == 1
         assert families["node_textfile_scrape_error"].samples[0].value == 1
