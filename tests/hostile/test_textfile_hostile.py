@@ -336,7 +336,7 @@ def test_a_40mb_file_with_a_bad_last_line_is_parsed_once(tf: Path) -> None:
         for _ in range(40):
             f.write(block)
         f.write("m 1 2 3\n")
-    c = collector(tf, max_file_bytes=64 * 1024 * 1024)
+    c = collector(tf, max_file_bytes=64 * 1024 * 1024, max_total_bytes=64 * 1024 * 1024)
     got, logs = scrape(c)
     assert scrape_error(got) == 1 and logs[0]["line"] == 400001 and c.parses == 2
     for _ in range(3):

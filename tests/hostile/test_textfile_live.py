@@ -258,3 +258,43 @@ def test_64mb_files_streamed_with_raised_byte_caps(tmp_path: Path, agent) -> Non
     print(f"first scrape {first:.1f} s, peak RSS {hwm / 1024:.0f} MB")
     assert hwm < 100 * 1024, f"peak RSS {hwm} kB"
     assert re.search(r'"line": \d+, "error": "more than 25000 series"', a.log())
+
+
+def fill(path: Path, size: int, count: int, line) -> int:
+    """Write at most count lines line(i) while they fit in size bytes; returns how many."""
+    written = i = 0
+    with path.open("w") as f:
+        while i < count and written + len(text := line(i)) <= size:
+            f.write(text)
+            written += len(text)
+            i += 1
+    return i
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["series", "long label values", "long help"])
+def test_files_that_fill_the_default_caps(tmp_path: Path, agent, kind: str) -> None:
+    # what the default caps let in, however it is made up, keeps the agent under 100 MB
+    from nodeagent.collectors.host.textfile import TextfileOptions
+
+    caps = TextfileOptions()
+    lines = {
+        "series": lambda f: lambda i: f'job_util_{f}{{job="{100000 + i}",gpu="{i % 8}",user="u{i % 300}"}} 0.{i}\n',
+        "long label values": lambda f: lambda i: f'l{f}{{i="{i}",v="' + f"{i:07d}" * 40 + '"} 1\n',
+        "long help": lambda f: lambda i: f"# HELP h{f}_{i} " + "x" * (MAX_HELP - 100) + f"\nh{f}_{i} 1\n",
+    }[kind]
+    d = tmp_path / "textfile"
+    d.mkdir()
+    for f in range(2):
+        size = min(caps.max_total_bytes // 2, caps.max_file_bytes)
+        assert fill(d / f"f{f}.prom", size, min(caps.max_total_series // 2, caps.max_file_series), lines(f)) > 0
+    a = agent(d)
+    for _ in range(5):
+        code, text = a.get()
+        assert code == 200 and "node_textfile_scrape_error 0" in text
+    hwm = a.status("VmHWM")
+    print(f"{kind}: peak RSS {hwm / 1024:.0f} MB")
+    assert hwm < 100 * 1024, f"peak RSS {hwm} kB"
+
+
+MAX_HELP = 512 * 1024  # half the line cap

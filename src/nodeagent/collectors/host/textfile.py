@@ -80,11 +80,13 @@ def _check_series(value: Any) -> str | None:
 class TextfileOptions:
     # a *.prom file larger than this is left out as an error (node_exporter has no limit:
     # a runaway cron job must not take the agent over its memory limit)
-    max_file_bytes: int = field(default=16 * 1024 * 1024, metadata={"check": _check_bytes})
+    max_file_bytes: int = field(default=2 * 1024 * 1024, metadata={"check": _check_bytes})
     # a file with more series than this is left out as an error
     max_file_series: int = field(default=25_000, metadata={"check": _check_series})
-    # files (in name order) beyond this many bytes in all are left out as errors
-    max_total_bytes: int = field(default=64 * 1024 * 1024, metadata={"check": _check_bytes})
+    # files (in name order) beyond this many bytes in all are left out as errors; what is
+    # served is held and rendered several times over: at the default caps the agent
+    # peaks under 100 MB whatever the files hold
+    max_total_bytes: int = field(default=4 * 1024 * 1024, metadata={"check": _check_bytes})
     # files (in name order) beyond this many series in all are left out as errors
     max_total_series: int = field(default=50_000, metadata={"check": _check_series})
 
