@@ -9,10 +9,15 @@ depending on the mode:
   error500  500 InternalServiceError
   drop      read the request, close the connection without an answer
   dark      read the request, answer nothing until the mode changes (the
-            client's read timeout fires), then close
+            client's read timeout fires), then close: a black hole
+  late      forward to moto (the request IS stored), then answer nothing
+            until the mode changes, then close: CloudWatch did the work but
+            the answer never came back (a slow service, or a black-holed
+            network whose retransmitted requests arrive once it heals)
   expired   400 ExpiredToken (expired session credentials)
 
-`fail_next(n, mode)` applies a mode to the next n requests only; `poison`
+The mode applies to every action (the sink's reachability probes too);
+`fail_next(n, mode)` applies a mode to the next n PutMetricData requests only; `poison`
 makes requests that carry a given dimension value fail with 400
 InvalidParameterValue, as CloudWatch does for content it refuses.
 
@@ -33,7 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-MODES = ("pass", "throttle", "error500", "drop", "dark", "expired")
+MODES = ("pass", "throttle", "error500", "drop", "dark", "late", "expired")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Recorded:
     wire_bytes: int
     raw_bytes: int  # after gunzip
     gzip: bool
+    signed: bool = True  # carried an Authorization header
     namespace: str | None = None
     # (name, ((dim, value), ...), timestamp, value, unit, storage resolution)
     datums: list[tuple[str, tuple[tuple[str, str], ...], float, float, str, int]] = field(default_factory=list)
@@ -170,12 +176,18 @@ class FaultProxy:
             return [r for r in self.records if r.action == "PutMetricData"]
 
     def delivered(self) -> list[Recorded]:
-        """PutMetricData requests moto accepted."""
+        """PutMetricData requests moto accepted and answered to the client."""
         return [r for r in self.put_records() if r.mode == "pass" and r.status == 200]
+
+    def stored(self) -> list[Recorded]:
+        """PutMetricData requests moto accepted, answered or not (`late`)."""
+        return [r for r in self.put_records() if r.mode in ("pass", "late") and r.status == 200]
 
     # ---- the work ------------------------------------------------------------------
     def _choose(self, rec: Recorded) -> str:
         with self._lock:
+            if rec.action != "PutMetricData":
+                return self.mode
             if self._next:
                 return self._next.pop(0)
             if self.poison is not None and any(v == self.poison for d in rec.datums for _, v in d[1]):
@@ -190,7 +202,14 @@ class FaultProxy:
         ctype = h.headers.get("Content-Type", "")
         target = h.headers.get("X-Amz-Target", "")
         action = target.rsplit(".", 1)[-1] if target else ""
-        rec = Recorded(mode="", action=action, wire_bytes=len(body), raw_bytes=len(raw), gzip=gz)
+        rec = Recorded(
+            mode="",
+            action=action,
+            wire_bytes=len(body),
+            raw_bytes=len(raw),
+            gzip=gz,
+            signed="Authorization" in h.headers,
+        )
         if "json" in ctype:
             doc = json.loads(raw or b"{}")
             if action == "PutMetricData":
@@ -202,7 +221,7 @@ class FaultProxy:
                 rec.namespace, rec.datums = _parse_query_datums(raw)
         elif "cbor" in ctype:
             raise AssertionError("the proxy cannot decode CBOR requests; botocore changed protocol")
-        mode = self._choose(rec) if action == "PutMetricData" else "pass"
+        mode = self._choose(rec)
         rec.mode = mode
         with self._lock:
             self.records.append(rec)
@@ -216,9 +235,11 @@ class FaultProxy:
             self._error(h, rec, 400, "ExpiredToken", "Sender", "The security token included in the request is expired")
         elif mode == "poison":
             self._error(h, rec, 400, "InvalidParameterValue", "Sender", "The value poison is not valid")
-        elif mode == "dark":
+        elif mode in ("dark", "late"):
+            if mode == "late":
+                self._forward(h, raw, rec, answer=False)
             deadline = time.monotonic() + 30
-            while self.mode == "dark" and time.monotonic() < deadline:
+            while self.mode == mode and time.monotonic() < deadline:
                 time.sleep(0.02)
             h.close_connection = True
         else:  # drop
@@ -235,7 +256,7 @@ class FaultProxy:
         h.end_headers()
         h.wfile.write(payload)
 
-    def _forward(self, h: BaseHTTPRequestHandler, raw: bytes, rec: Recorded) -> None:
+    def _forward(self, h: BaseHTTPRequestHandler, raw: bytes, rec: Recorded, answer: bool = True) -> None:
         headers = {
             k: v
             for k, v in h.headers.items()
@@ -248,6 +269,8 @@ class FaultProxy:
             resp = conn.getresponse()
             data = resp.read()
             rec.status = resp.status
+            if not answer:
+                return
             h.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
