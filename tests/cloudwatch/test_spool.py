@@ -50,13 +50,45 @@ def test_order_cursor_and_restart(tmp_path: Path) -> None:
     s.release_inflight()
     assert s.datums == 17 and s.segments == 3
     s.release()
-    # a new process: the cursor was in memory, so values 0-7 come again (at-least-once)
+    # a new process (as after a kill -9): the cursor inside the first segment
+    # was saved, so values 0-7, already accepted, are not sent again
     s2 = Spool(tmp_path, 1 << 20).acquire()
-    assert s2.datums == 25
-    assert drain(s2) == [float(i) for i in range(25)]
+    assert s2.datums == 17
+    assert drain(s2) == [float(i) for i in range(8, 25)]
     assert s2.datums == 0 and s2.size_bytes == 0
     assert not list(tmp_path.glob("*.seg"))
+    assert not (tmp_path / "cursor").exists()  # dropped with its segment
     s2.release()
+
+
+def test_saved_cursor_applies_to_its_own_segment_only(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20).acquire()
+    s.append(batch(0, 10))
+    _, positions, _ = s.peek(10)
+    s.ack(positions[3])
+    s.release_inflight()
+    s.release()
+    saved = (tmp_path / "cursor").read_text()
+    # the segment went away (sent by a process whose delete did not happen, or
+    # removed by hand) and another one is first now: the cursor is stale
+    for seg in tmp_path.glob("*.seg"):
+        seg.unlink()
+    s2 = Spool(tmp_path, 1 << 20).acquire()
+    s2.append(batch(100, 10))
+    s2.release()
+    (tmp_path / "cursor").write_text(saved)
+    s3 = Spool(tmp_path, 1 << 20).acquire()
+    assert s3.datums == 10
+    assert drain(s3) == [float(i) for i in range(100, 110)]
+    s3.release()
+    # a cursor file that does not parse is ignored
+    s4 = Spool(tmp_path, 1 << 20).acquire()
+    s4.append(batch(0, 4))
+    s4.release()
+    (tmp_path / "cursor").write_bytes(b"\xff\x00 garbage")
+    s5 = Spool(tmp_path, 1 << 20).acquire()
+    assert drain(s5) == [0.0, 1.0, 2.0, 3.0]
+    s5.release()
 
 
 def test_file_names_carry_time_and_count(tmp_path: Path) -> None:

@@ -5,9 +5,11 @@ datums as zlib-compressed JSON. A segment is written to a hidden `.part` file,
 fsync'd and renamed, so a segment on disk is always whole (a kill -9 during
 the write leaves only a `.part`, removed at the next start: that publish never
 returned). The sender reads from the oldest segment, keeps a cursor inside it,
-and deletes a segment once CloudWatch accepted all its datums; a kill -9 after
-a send and before the delete resends that data: delivery is at-least-once,
-in order, with the original timestamps.
+and deletes a segment once CloudWatch accepted all its datums. A cursor inside
+a segment (a request ended in the middle of it) is saved in the file `cursor`,
+so a restart does not resend what CloudWatch already accepted; only a request
+in flight at a kill -9 (sent, its answer not yet seen) is sent again: delivery
+is at-least-once, in order, with the original timestamps.
 
 The spool is bounded: when a new segment would pass `max_bytes`, the oldest
 segments are deleted and their datums returned to the caller to be counted
@@ -43,6 +45,7 @@ log = structlog.get_logger(__name__)
 FORMAT_VERSION = 1
 _SEGMENT = re.compile(r"^(\d{12})-(\d{1,16})-(\d{1,9})\.seg$")
 LOCK_NAME = "lock"
+CURSOR_NAME = "cursor"
 
 
 class SpoolLocked(RuntimeError):
@@ -97,6 +100,7 @@ class Spool:
         self._next_seq = 1
         self._lock_fd: int | None = None
         self._disk_ok = True
+        self._cursor_saved = False
         self._refs = 0
         self._released = False
         self._open()
@@ -134,6 +138,8 @@ class Spool:
                 continue
             found.append(Segment(int(m[1]), int(m[2]), int(m[3]), size, Path(entry.path)))
         found.sort(key=lambda s: s.seq)
+        if found and not self._segments:
+            self._cursor = self._load_cursor(found[0])
         last_file_seq = found[-1].seq if found else 0
         if self._next_seq > 1:
             # opened late: the segments this process already numbered (in
@@ -151,9 +157,50 @@ class Spool:
                 "spool_loaded",
                 dir=str(self.directory),
                 segments=len(found),
-                datums=sum(s.count for s in found),
+                datums=sum(s.count for s in found) - self._cursor,
                 bytes=sum(s.size for s in found),
             )
+
+    def _load_cursor(self, head: Segment) -> int:
+        """The saved cursor when it points into `head` (the oldest segment
+        found), else 0. A cursor saved for a segment deleted since is stale."""
+        self._cursor_saved = True  # whatever is there goes once it no longer applies
+        try:
+            with open(self.directory / CURSOR_NAME, encoding="ascii") as f:
+                name, index = f.read(100).split()
+            done = int(index)
+        except FileNotFoundError:
+            self._cursor_saved = False
+            return 0
+        except (OSError, ValueError):
+            done = 0
+            name = ""
+        if head.path is None or name != head.path.name or not 0 < done < head.count:
+            self._drop_cursor()
+            return 0
+        return done
+
+    def _save_cursor(self) -> None:
+        """Remember how far into the oldest segment CloudWatch accepted. Not
+        fsync'd: a cursor lost in a power cut only means resending (the file is
+        written after the datums were accepted, so it is never ahead)."""
+        head = self._segments[0]
+        if head.path is None or self._lock_fd is None:
+            return
+        tmp = self.directory / f".{CURSOR_NAME}.part"
+        try:
+            with open(tmp, "w", encoding="ascii") as f:
+                f.write(f"{head.path.name} {self._cursor}\n")
+            os.replace(tmp, self.directory / CURSOR_NAME)
+            self._cursor_saved = True
+        except OSError as e:
+            log.warning("spool_cursor_not_saved", dir=str(self.directory), error=str(e))
+
+    def _drop_cursor(self) -> None:
+        if self._cursor_saved:
+            self._cursor_saved = False
+            with contextlib.suppress(OSError):
+                os.unlink(self.directory / CURSOR_NAME)
 
     def acquire(self) -> Spool:
         with self._lock:
@@ -272,6 +319,7 @@ class Spool:
     def _remove(self, seg: Segment) -> None:
         if seg is self._segments[0]:
             self._cursor = 0
+            self._drop_cursor()
         self._segments.remove(seg)
         self._bytes -= seg.size
         self._inflight.discard(seg.seq)
@@ -325,8 +373,9 @@ class Spool:
                 head = self._segments[0]
                 if index + 1 >= head.count:
                     self._remove(head)
-                else:
-                    self._cursor = max(self._cursor, index + 1)
+                elif index + 1 > self._cursor:
+                    self._cursor = index + 1
+                    self._save_cursor()
 
     def release_inflight(self) -> int:
         """The sender is done with what it peeked. Returns how many datums of
