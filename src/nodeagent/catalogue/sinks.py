@@ -86,8 +86,9 @@ CW_REQUEST_BYTES = counter(
 )
 CW_API_ERRORS = counter(
     "nodeagent_cloudwatch_api_errors_total",
-    "PutMetricData calls that failed after botocore's retries, by error code "
-    "(Throttling, InternalServiceError, ConnectionError, ExpiredToken, ...).",
+    "PutMetricData calls that failed after botocore's retries, and reachability probes (ListMetrics, sent "
+    "after a request got no answer) that got no answer, by error code "
+    "(Throttling, InternalServiceError, ReadTimeoutError, ExpiredToken, ...).",
     collector=_SINK,
     labels=("code",),
     group="agent",

@@ -5,14 +5,28 @@ them (host: summary.py; GPU: gpu_summary.py; network and Lustre I/O:
 io_summary.py), to datums through the catalogue and writes them to the on-disk
 spool: once publish() returns, the datums survive a kill -9. A background thread sends
 from the oldest spooled datum on, packing each request within CloudWatch's
-limits, and deletes what CloudWatch accepted.
+limits, and deletes what CloudWatch accepted. Requests are formed once: one
+that failed is sent again as it was, never merged with what was spooled since.
 
 Retries inside one call are botocore's (`standard` or `adaptive` mode,
-`max_attempts`); this module only decides what happens after botocore gave up:
+`max_attempts`), except after a request that was sent and got no answer (read
+timeout, connection closed); this module decides what happens after botocore
+gave up:
 
 * unreachable, throttled, 5xx, expired or missing credentials, anything
   unknown: the data stays in the spool; the next attempt comes after a delay
   that doubles from 1 s to `retry_max_delay` (flush() tries at once);
+* sent but no answer: CloudWatch may have stored the request. Resending it
+  blindly while CloudWatch stays dark stores a copy per attempt whenever those
+  requests do arrive (a slow service; a black-holed network whose
+  retransmissions get through once it heals). So botocore does not retry it,
+  and before any data goes out again the sink asks CloudWatch a question that
+  stores nothing (an unsigned ListMetrics: it needs no permission, and the
+  error it gets is an answer). Once one comes, the same request is sent again:
+  a dark outage costs at most one request's datums twice (delivery is
+  at-least-once), however long it lasts.
+  A sink that starts with a backlog asks first too: the process before it may
+  have been killed with a request in flight;
 * CloudWatch refuses the request's content (InvalidParameterValue, ...): the
   request is split in halves until the datums it refuses are isolated; those
   are dropped and counted (reason rejected), the rest is sent;
@@ -21,7 +35,9 @@ Retries inside one call are botocore's (`standard` or `adaptive` mode,
 
 Requests per flush are ceil(datums / 1000) unless the 1 MB limit needs more;
 botocore gzips bodies of `compress_min_bytes` and more (botocore >= 1.31).
-While replaying a backlog, datums of several publishes share a request.
+While replaying a backlog, datums of several publishes share a request: those
+spooled when the round was read (up to 5,000 datums); later ones wait for the
+next round.
 During a config reload the old and new sink share the spool for a moment;
 a batch both send is sent twice (at-least-once), never lost.
 
@@ -35,8 +51,9 @@ import os
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -81,6 +98,8 @@ _CODE_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 # datums read from the spool per round (several requests)
 _ROUND_DATUMS = 5000
 _DROP_LOG_EVERY = 600.0
+# the reachability probe lists this one metric of the sink's namespace: a short answer
+_PROBE_METRIC = "SPOOL_OLDEST_AGE"
 
 
 class RequestTooLarge(Exception):
@@ -91,7 +110,28 @@ class RequestTooLarge(Exception):
         self.size = size
 
 
-_OK, _TRANSIENT, _INVALID, _SPLIT = "ok", "transient", "invalid", "split"
+# _UNANSWERED: a transient failure after which CloudWatch may have stored the request
+_OK, _TRANSIENT, _UNANSWERED, _INVALID, _SPLIT = "ok", "transient", "unanswered", "invalid", "split"
+
+
+@dataclass
+class _Request:
+    """A PutMetricData request formed from the spool: its datums and their
+    spool positions. Kept until CloudWatch accepted (or refused) all of it."""
+
+    datums: list[Datum]
+    positions: list[tuple[int, int]]
+
+
+def no_retry_without_answer(caught_exception: Exception | None = None, **_: Any) -> bool | None:
+    """botocore needs-retry hook, registered ahead of botocore's own retry
+    handler: False (no retry) when the request was sent and no answer came
+    (HTTPClientError: read timeout, connection closed), because CloudWatch may
+    have stored it; None leaves every other case to botocore (connection
+    refused or timed out, throttling, 5xx)."""
+    from botocore.exceptions import HTTPClientError
+
+    return False if isinstance(caught_exception, HTTPClientError) else None
 
 
 def default_spool_dir(state_dir: str) -> str:
@@ -177,6 +217,7 @@ class CloudWatchSink:
         self._up = True
         self._drop_logged: dict[str, float] = {}
         self._client: Any = None
+        self._probe_client: Any = None
         self._namespace: str | None = None
         self._protocol = "query"  # the largest encoding until the client says otherwise
         self._call_sizes: list[int] = [0, 0]  # last call: body before compression, as sent
@@ -188,6 +229,11 @@ class CloudWatchSink:
         self._retry_at = 0.0
         self._delay = 0.0
         self._failing_since: float | None = None
+        self._held: deque[_Request] = deque()  # formed, not yet accepted; sent again as they are
+        self._round_end: tuple[int, int] | None = None  # last spool position of the held round
+        # ask CloudWatch before sending data (see the module doc): a backlog at
+        # start may hold the request a killed process had in flight
+        self._unanswered = not self.spool.empty()
         self._thread = threading.Thread(target=self._run, name="cloudwatch-sender", daemon=True)
         self._thread.start()
         log.info(
@@ -251,6 +297,7 @@ class CloudWatchSink:
             return False
         client.meta.events.register("before-call.cloudwatch.PutMetricData", self._before_call)
         client.meta.events.register("before-send.cloudwatch.PutMetricData", self._before_send)
+        client.meta.events.register_first("needs-retry.cloudwatch.PutMetricData", no_retry_without_answer)
         self._client = client
         self._namespace = namespace
         model = client.meta.service_model
@@ -334,7 +381,7 @@ class CloudWatchSink:
                 self._stop.wait(1.0)
 
     def _step(self) -> None:
-        if self.spool.empty():
+        if self.spool.empty() and not self._held:
             self._idle.set()
             self._wake.wait(5.0)
             self._wake.clear()
@@ -347,7 +394,7 @@ class CloudWatchSink:
             return
         self._idle.clear()
         self._flush_now.clear()
-        if not self._ensure_client():
+        if not self._ensure_client() or (self._unanswered and not self._probe()):
             self._schedule_retry()
             return
         if self._send_round():
@@ -367,63 +414,117 @@ class CloudWatchSink:
         self._delay = min(max(1.0, self._delay * 2), self.settings.retry_max_delay)
         self._retry_at = time.monotonic() + self._delay
 
+    def _probe(self) -> bool:
+        """Whether CloudWatch answers, asked with a call that stores nothing:
+        ListMetrics, unsigned, so that it needs no permission (no AccessDenied
+        in CloudTrail) and no credentials. Any answer counts, the error about
+        the missing signature included: requests get through again, and
+        their answers come back."""
+        from botocore.exceptions import ClientError
+
+        try:
+            if self._probe_client is None:
+                self._probe_client = self._make_probe_client()
+            self._probe_client.list_metrics(Namespace=self._namespace, MetricName=_PROBE_METRIC)
+        except ClientError:
+            pass
+        except Exception as e:
+            self._note_failure(type(e).__name__, str(e)[:300])
+            return False
+        self._unanswered = False
+        return True
+
+    def _make_probe_client(self) -> Any:
+        import boto3
+        from botocore import UNSIGNED
+        from botocore.config import Config as BotoConfig
+
+        config = botocore_config(self.settings).merge(BotoConfig(signature_version=UNSIGNED))
+        client = boto3.session.Session().client(
+            "cloudwatch",
+            region_name=self._client.meta.region_name,
+            endpoint_url=self.settings.endpoint_url,
+            config=config,
+        )
+        client.meta.events.register_first("needs-retry.cloudwatch.ListMetrics", no_retry_without_answer)
+        return client
+
     def _send_round(self) -> bool:
-        """Send up to one round of spooled datums; False on a failure to retry later."""
+        """Send the held requests, after reading a round from the spool when
+        none is held; False on a failure to retry later (what is not done stays
+        held, to be sent again as it is)."""
+        if not self._held:
+            self._form_round()
+        while self._held:
+            if self._stop.is_set():
+                return False  # closing: the rest stays spooled for the next start
+            request = self._held[0]
+            done = self._deliver(request.datums, request.positions)
+            if done < len(request.datums):
+                # a refused datum split the request and a part failed: what was
+                # done (sent or dropped) is not sent again
+                del request.datums[:done], request.positions[:done]
+                return False
+            self._held.popleft()
+        if self._round_end is not None:
+            self.spool.ack(self._round_end)  # includes datums dropped as too old at the end
+            self._round_end = None
+        self._count_drop("spool_full", self.spool.release_inflight())
+        return True
+
+    def _form_round(self) -> None:
+        """Read up to a round of spooled datums and pack them into requests,
+        held until each is done; too old or too new datums are dropped here."""
         s = self.settings
         datums, positions, corrupt = self.spool.peek(_ROUND_DATUMS)
         self._count_drop("spool_corrupt", corrupt)
-        try:
-            if not datums:
-                return True
-            now = time.time()
-            keep: list[Datum] = []
-            keep_pos: list[tuple[int, int]] = []
-            late: Counter[str] = Counter()
-            for d, p in zip(datums, positions, strict=True):
-                problem = datum_problem(d, now)
-                if problem:
-                    late[problem] += 1
-                else:
-                    keep.append(d)
-                    keep_pos.append(p)
-            for reason, n in late.items():
-                self._count_drop(reason, n)
-            if not keep:
-                self.spool.ack(positions[-1])
-                return True
-            assert self._namespace is not None
-            start = 0
-            requests = pack(keep, self._namespace, s.max_datums_per_request, s.max_request_bytes, self._protocol)
-            for request in requests:
-                if self._stop.is_set():
-                    return False  # closing: the rest stays spooled for the next start
-                end = start + len(request)
-                if not self._deliver(request, keep_pos[start:end]):
-                    return False
-                start = end
-            self.spool.ack(positions[-1])  # includes datums dropped as too old at the end
-            return True
-        finally:
-            self._count_drop("spool_full", self.spool.release_inflight())
+        if not datums:
+            return
+        now = time.time()
+        keep: list[Datum] = []
+        keep_pos: list[tuple[int, int]] = []
+        late: Counter[str] = Counter()
+        for d, p in zip(datums, positions, strict=True):
+            problem = datum_problem(d, now)
+            if problem:
+                late[problem] += 1
+            else:
+                keep.append(d)
+                keep_pos.append(p)
+        for reason, n in late.items():
+            self._count_drop(reason, n)
+        self._round_end = positions[-1]
+        assert self._namespace is not None
+        start = 0
+        for request in pack(keep, self._namespace, s.max_datums_per_request, s.max_request_bytes, self._protocol):
+            end = start + len(request)
+            self._held.append(_Request(list(request), keep_pos[start:end]))
+            start = end
 
-    def _deliver(self, datums: Sequence[Datum], positions: Sequence[tuple[int, int]]) -> bool:
+    def _deliver(self, datums: Sequence[Datum], positions: Sequence[tuple[int, int]]) -> int:
+        """Send datums in order; how many from the front are done (accepted,
+        or refused and dropped): all of them unless a transient failure stopped it."""
         outcome = self._put(datums)
         if outcome == _OK:
             self.spool.ack(positions[-1])
-            return True
-        if outcome == _TRANSIENT:
-            return False
+            return len(datums)
+        if outcome in (_TRANSIENT, _UNANSWERED):
+            self._unanswered = self._unanswered or outcome == _UNANSWERED
+            return 0
         if len(datums) == 1:
             d = datums[0]
             log.warning("cloudwatch_datum_rejected", metric=d.name, dimensions=dict(d.dims), value=d.value)
             self._count_drop("rejected", 1)
             self.spool.ack(positions[0])
-            return True
+            return 1
         mid = len(datums) // 2
-        return self._deliver(datums[:mid], positions[:mid]) and self._deliver(datums[mid:], positions[mid:])
+        done = self._deliver(datums[:mid], positions[:mid])
+        if done < mid:
+            return done
+        return mid + self._deliver(datums[mid:], positions[mid:])
 
     def _put(self, datums: Sequence[Datum]) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
 
         metric_data: list[dict[str, Any]] = []
         for d in datums:
@@ -457,7 +558,7 @@ class CloudWatchSink:
             return _INVALID
         except BotoCoreError as e:
             self._note_failure(type(e).__name__, str(e)[:300])
-            return _TRANSIENT
+            return _UNANSWERED if isinstance(e, HTTPClientError) else _TRANSIENT
         except Exception as e:
             self._note_failure(type(e).__name__, str(e)[:300])
             return _TRANSIENT
@@ -542,5 +643,8 @@ class CloudWatchSink:
         self._thread.join(timeout=2.0)
         if self._thread.is_alive():
             log.warning("cloudwatch_sender_still_busy", spooled=self.spool.datums)
+        elif self._held:
+            # held requests whose segments the spool cap evicted are lost now
+            self._count_drop("spool_full", self.spool.release_inflight())
         close_spool(self.spool)
         log.info("cloudwatch_sink_closed", spooled=self.spool.datums)
