@@ -133,3 +133,18 @@ def test_backlog_at_start_is_sent_after_cloudwatch_answers(make_sink: MakeSink, 
     assert len(stored) == 3 * PER_PUBLISH
     assert sum(stored.values()) - len(stored) <= len(proxy.put_records()[0].datums)
 
+
+def test_spool_memory_only_gauge(make_sink: MakeSink, proxy: FaultProxy, tmp_path) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("not a directory")  # root ignores permissions; a file stops mkdir
+    sink = make_sink("head", catalogue=seq_catalogue(LABELS), spool=blocker / "spool")
+    assert own(sink)["nodeagent_cloudwatch_spool_memory_only"] == {(): 1.0}
+    proxy.set_mode("error500")
+    publish(sink, minute(time.time()) - 60, 0)
+    blocker.unlink()  # the directory can be made now; the first publish still waits in memory
+    publish(sink, minute(time.time()) - 60, 1)
+    assert own(sink)["nodeagent_cloudwatch_spool_memory_only"] == {(): 1.0}
+    proxy.set_mode("pass")
+    sink.flush(10)
+    assert sink.spool.datums == 0
+    assert own(sink)["nodeagent_cloudwatch_spool_memory_only"] == {(): 0.0}

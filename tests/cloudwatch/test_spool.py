@@ -230,13 +230,16 @@ def test_directory_missing_at_start_is_used_once_it_exists(tmp_path: Path) -> No
     state = tmp_path / "state"
     state.write_text("not a directory yet")  # root ignores permissions; a file stops mkdir
     s = Spool(state / "spool", 1 << 20).acquire()
+    assert s.memory_only
     s.append(batch(0, 3))  # kept in memory
     state.unlink()
     s.append(batch(3, 2))  # the directory can be made now: locked and written to
     assert len(list((state / "spool").glob("*.seg"))) == 1
+    assert s.memory_only  # the first publish still waits in memory only
     with pytest.raises(SpoolLocked):
         Spool(state / "spool", 1 << 20)
     assert drain(s) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert not s.memory_only
     s.release()
 
 
@@ -269,13 +272,16 @@ def test_failed_write_leaves_no_part_file(tmp_path: Path, monkeypatch: pytest.Mo
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    assert not s.memory_only
     monkeypatch.setattr(os, "fsync", disk_full)
     s.append(batch(0, 3))  # kept in memory
+    assert s.memory_only
     assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.seg"))
     monkeypatch.undo()
     s.append(batch(3, 1))  # room again
     assert len(list(tmp_path.glob("*.seg"))) == 1
     assert drain(s) == [0.0, 1.0, 2.0, 3.0]
+    assert not s.memory_only
     s.release()
 
 

@@ -48,6 +48,13 @@ CW_SPOOL_OLDEST_AGE = gauge(
     unit="seconds",
     group="agent",
 )
+CW_SPOOL_MEMORY_ONLY = gauge(
+    "nodeagent_cloudwatch_spool_memory_only",
+    "1 while the CloudWatch spool keeps data in memory only, because its directory cannot be written "
+    "(missing, read-only, full): a restart would lose that data; 0 while everything waiting is on disk.",
+    collector=_SINK,
+    group="agent",
+)
 CW_DATUMS_PUBLISHED = counter(
     "nodeagent_cloudwatch_datums_published_total",
     "Datums the CloudWatch sink produced and spooled.",

@@ -618,6 +618,7 @@ class CloudWatchSink:
         single(cat.CW_SPOOL_DATUMS, self.spool.datums)
         single(cat.CW_SPOOL_BYTES, self.spool.size_bytes)
         single(cat.CW_SPOOL_OLDEST_AGE, max(0.0, time.time() - oldest) if oldest is not None else 0.0)
+        single(cat.CW_SPOOL_MEMORY_ONLY, 1.0 if self.spool.memory_only else 0.0)
         single(cat.CW_DATUMS_PUBLISHED, published)
         single(cat.CW_DATUMS_SENT, sent)
         fam = cat.CW_DATUMS_DROPPED.family()

@@ -20,7 +20,9 @@ builds the new sink before closing the old one).
 If the directory cannot be written (disk full, read-only, missing at boot),
 segments are kept in memory, still bounded, and the error is logged; they are
 lost only if the process dies before they are sent. Each publish tries the
-disk again (and, until it got it, the lock).
+disk again (and, until it got it, the lock). `memory_only` is true while that
+is so, or while segments kept in memory then still wait to be sent (the sink
+serves it as nodeagent_cloudwatch_spool_memory_only).
 """
 
 from __future__ import annotations
@@ -240,6 +242,14 @@ class Spool:
     def empty(self) -> bool:
         with self._lock:
             return not self._segments
+
+    @property
+    def memory_only(self) -> bool:
+        """True while a kill -9 would lose spooled data: the directory could not
+        be used or the last segment could not be written, or segments kept in
+        memory then are still waiting."""
+        with self._lock:
+            return not self._disk_ok or any(seg.path is None for seg in self._segments)
 
     # ---- writing -----------------------------------------------------------------
     def _fsync_dir(self) -> None:
