@@ -108,7 +108,9 @@ class CloudWatchSettings:
     # (adaptive adds client-side rate limiting when CloudWatch throttles)
     retry_mode: Literal["standard", "adaptive"] = "standard"
     # attempts per PutMetricData call, the first one included (botocore's
-    # total_max_attempts; AWS_MAX_ATTEMPTS has the same meaning)
+    # total_max_attempts; AWS_MAX_ATTEMPTS has the same meaning); a request
+    # that got no answer (read timeout) is not repeated within the call, as
+    # CloudWatch may have stored it: it is resent once CloudWatch answers again
     max_attempts: int = field(default=4, metadata={"check": _check_attempts})
     # after a call fails for good, the spool is retried after a delay that
     # doubles from 1 s up to this many seconds
