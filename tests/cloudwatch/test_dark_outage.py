@@ -38,7 +38,7 @@ def publish(sink: CloudWatchSink, t0: float, i: int) -> None:
 @pytest.mark.parametrize("mode", ["late", "dark"])
 def test_dark_outage_costs_at_most_the_request_in_flight(make_sink: MakeSink, proxy: FaultProxy, mode: str) -> None:
     # botocore's default attempts: a read timeout must not be retried inside the call
-    sink = make_sink("head", catalogue=seq_catalogue(LABELS), max_attempts=4, read_timeout=0.3)
+    sink = make_sink("head", catalogue=seq_catalogue(LABELS), max_attempts=4, read_timeout=1.0)
     t0 = minute(time.time()) - 3 * 3600
     n = 0
     for _ in range(3):
@@ -52,6 +52,7 @@ def test_dark_outage_costs_at_most_the_request_in_flight(make_sink: MakeSink, pr
         n += 1
         time.sleep(0.15)
     wait_for(lambda: len(proxy.put_records()) > before, what="a request during the outage")
+    wait_for(lambda: any(r.action == "ListMetrics" for r in proxy.records), what="a probe during the outage")
     proxy.set_mode("pass")
     for _ in range(3):
         publish(sink, t0, n)
@@ -89,7 +90,7 @@ def held_payloads(records: list[Recorded]) -> list[list[float]]:
 
 def test_a_request_without_answer_is_resent_unchanged(make_sink: MakeSink, proxy: FaultProxy) -> None:
     """The backlog that grows behind a timed-out request waits for later requests."""
-    sink = make_sink("head", catalogue=seq_catalogue(LABELS), read_timeout=0.3)
+    sink = make_sink("head", catalogue=seq_catalogue(LABELS), read_timeout=1.0)
     t0 = minute(time.time()) - 3600
     proxy.fail_next(1, "drop")  # connection closed after the request: no answer
     publish(sink, t0, 0)
@@ -116,14 +117,14 @@ def test_backlog_at_start_is_sent_after_cloudwatch_answers(make_sink: MakeSink, 
     """A process killed with a request in flight: its successor asks first, so a
     still dark CloudWatch does not get (and store) the backlog again."""
     spool = tmp_path / "spool"
-    first = make_sink("head", catalogue=seq_catalogue(LABELS), spool=spool, read_timeout=0.3)
+    first = make_sink("head", catalogue=seq_catalogue(LABELS), spool=spool, read_timeout=1.0)
     proxy.set_mode("late")
     t0 = minute(time.time()) - 3600
     for i in range(3):
         publish(first, t0, i)
     wait_for(lambda: len(proxy.put_records()) == 1, what="the request in flight")
     first.close()
-    second = make_sink("head", catalogue=seq_catalogue(LABELS), spool=spool, read_timeout=0.3)
+    second = make_sink("head", catalogue=seq_catalogue(LABELS), spool=spool, read_timeout=1.0)
     wait_for(lambda: sum(r.action == "ListMetrics" for r in proxy.records) >= 2, what="probes of the second sink")
     assert len(proxy.put_records()) == 1  # nothing sent into the dark
     proxy.set_mode("pass")
