@@ -70,17 +70,23 @@ class _SlowInit:
         return getattr(self._api, name)
 
 
-def test_a_slow_start_is_held_to_start_timeout_not_call_timeout() -> None:
-    clock = FakeClock()
-    settings = GpuSettings(backend="fake", fake_description="g5-1xa10g", fake_events=False, call_timeout=5,
-                           start_timeout=120, interval=3600, job_attribution=False)
-    fake = open_backend(settings, clock=clock)
-    slow = _SlowInit(fake.api)
-    backend = Backend("fake", slow, fake.profiling, fake.instance_type)  # type: ignore[arg-type]
+def _slow_start(**settings: Any) -> tuple[Sampler, _SlowInit, FakeClock]:
+    """A started sampler whose driver's nvmlInit blocks until released."""
     from gpu_helpers import fixture_host
 
-    sampler = Sampler(settings, fixture_host(), "node-1", backend=backend, clock=clock, watch_period=0.01)
+    clock = FakeClock()
+    gpu = GpuSettings(backend="fake", fake_description="g5-1xa10g", fake_events=False, call_timeout=5,
+                      interval=3600, **settings)
+    fake = open_backend(gpu, clock=clock)
+    slow = _SlowInit(fake.api)
+    backend = Backend("fake", slow, fake.profiling, fake.instance_type)  # type: ignore[arg-type]
+    sampler = Sampler(gpu, fixture_host(), "node-1", backend=backend, clock=clock, watch_period=0.01)
     sampler.start()
+    return sampler, slow, clock
+
+
+def test_a_slow_start_is_held_to_start_timeout_not_call_timeout() -> None:
+    sampler, slow, clock = _slow_start(start_timeout=120, job_attribution=False)
     try:
         assert slow.entered.wait(5)
         clock.advance(60)  # 12 x call_timeout: still starting
@@ -96,16 +102,7 @@ def test_a_slow_start_is_held_to_start_timeout_not_call_timeout() -> None:
 
 
 def test_a_start_beyond_start_timeout_counts_as_hung() -> None:
-    clock = FakeClock()
-    settings = GpuSettings(backend="fake", fake_description="g5-1xa10g", fake_events=False, call_timeout=5,
-                           start_timeout=30, interval=3600, max_hung_calls=0)
-    fake = open_backend(settings, clock=clock)
-    slow = _SlowInit(fake.api)
-    backend = Backend("fake", slow, fake.profiling, fake.instance_type)  # type: ignore[arg-type]
-    from gpu_helpers import fixture_host
-
-    sampler = Sampler(settings, fixture_host(), "node-1", backend=backend, clock=clock, watch_period=0.01)
-    sampler.start()
+    sampler, slow, clock = _slow_start(start_timeout=30, max_hung_calls=0)
     try:
         assert slow.entered.wait(5)
         clock.advance(31)
