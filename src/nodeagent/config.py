@@ -7,16 +7,15 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import yaml
-
 from nodeagent import registry
 from nodeagent.collectors.slurm.settings import SlurmSettings
 from nodeagent.gpu.settings import GpuSettings
+from nodeagent.inputs import InputError, load_yaml, read_text
 from nodeagent.settings import (
     ConfigError,
     check_listen,
-    check_non_negative,
-    check_positive,
+    check_range,
+    check_timeout,
     load_dataclass,
 )
 from nodeagent.sinks.settings import CloudWatchSettings
@@ -42,6 +41,22 @@ class PathsConfig:
     cfnconfig: str = "/etc/parallelcluster/cfnconfig"
 
 
+def _check_web_config(value: str | None) -> str | None:
+    """The web config file is read and checked with the config, so that a bad
+    one fails `nodeagent check` and a reload as the config itself does."""
+    if value is None:
+        return None
+    from nodeagent.webconfig import load_web_config, ssl_context
+
+    try:
+        web = load_web_config(value)
+        if web.tls_server_config is not None:
+            ssl_context(web.tls_server_config, value)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 @dataclass(frozen=True)
 class ExporterConfig:
     # HOST:PORT; ":9100" listens on all interfaces like node_exporter
@@ -49,9 +64,9 @@ class ExporterConfig:
     enabled: bool = True
     # a burst of scrapes never collects more often than this (seconds); scrapes
     # arriving meanwhile share the last collection
-    min_interval: float = field(default=1.0, metadata={"check": check_non_negative})
+    min_interval: float = field(default=1.0, metadata={"check": check_range(0, 3600, unit="seconds")})
     # exporter-toolkit web-config.yml (TLS, basic auth); none = plain HTTP
-    web_config: str | None = None
+    web_config: str | None = field(default=None, metadata={"check": _check_web_config})
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class CollectorsConfig:
     # start from nothing: only `enable` runs (node_exporter's --collector.disable-defaults)
     disable_defaults: bool = False
     # seconds one collector may take before its run counts as failed
-    timeout: float = field(default=5.0, metadata={"check": check_positive})
+    timeout: float = field(default=5.0, metadata={"check": check_timeout})
     # per-collector settings, validated against each collector's Options
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -100,12 +115,9 @@ class Config:
 
 def parse_config(text: str, source: str) -> Config:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(source, "", f"not valid YAML at {where}: {problem}") from None
+        data = load_yaml(text)
+    except InputError as e:
+        raise ConfigError(source, e.key, str(e)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -123,17 +135,16 @@ def load_config(path: str | None) -> Config:
     defaults; an absent file the user named is an error."""
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError(path, "", "file not found") from None
+    if not explicit and not os.path.exists(path):
         cfg = Config()
         validate_collectors(cfg)
         return cfg
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot read: {e.strerror}") from None
+    if not os.path.exists(path):
+        raise ConfigError(path, "", "file not found")
+    try:
+        text = read_text(path)
+    except InputError as e:
+        raise ConfigError(path, "", str(e)) from None
     return parse_config(text, os.path.abspath(path))
 
 

@@ -104,8 +104,11 @@ class Agent:
                 )
             for group in spec.exporters:
                 path = getattr(cfg.exporters, group).web_config
-                web = load_web_config(path) if path else None
-                tls = ssl_context(web.tls_server_config, path or "") if web and web.tls_server_config else None
+                try:
+                    web = load_web_config(path) if path else None
+                    tls = ssl_context(web.tls_server_config, path or "") if web and web.tls_server_config else None
+                except ConfigError as e:  # the web config's own error, under the key that names it
+                    raise ConfigError(cfg.source, f"exporters.{group}.web_config", str(e)) from None
                 agent.web[group] = (web, tls)
             if with_sinks:
                 agent.sinks = build_sinks(cfg, role, host)

@@ -44,6 +44,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from nodeagent.inputs import InputError, read_text
+
 ROLES = ("compute", "head", "login")
 UNIT_TEMPLATE = "nodeagent@.service"
 # unit files in the package's data directory, relative to data/systemd
@@ -299,9 +301,9 @@ def _install_config(s: _Session, config_path: str | None) -> None:
         s.say(f"{s.show(target)} is valid")
         return
     try:
-        text = Path(config_path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise _ConfigInvalid(f"{config_path}: cannot read: {e.strerror}") from None
+        text = read_text(config_path)  # a regular file of UTF-8 text, never a FIFO or a device
+    except InputError as e:
+        raise _ConfigInvalid(f"{config_path}: {e}") from None
     error = _validate_config(text, os.path.abspath(config_path))
     if error:
         raise _ConfigInvalid(error)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 from nodeagent.host import Host
+from nodeagent.inputs import InputError, read_bytes
+from nodeagent.settings import shown
 
 
 @dataclass(frozen=True)
@@ -54,19 +56,20 @@ def parse_cfnconfig(text: str) -> dict[str, str]:
 def detect_role(host: Host, cfnconfig_path: str) -> str:
     """The role from cfn_node_type in ParallelCluster's cfnconfig."""
     try:
-        text = host.read_text(host.rooted(cfnconfig_path))
-    except OSError as e:
+        # read as any config input: a FIFO or a device there must not block the start or a reload
+        text = read_bytes(str(host.rooted(cfnconfig_path))).decode("utf-8", errors="replace")
+    except InputError as e:
         raise RoleError(
-            f"--role auto: cannot read {cfnconfig_path} ({e.strerror}); "
+            f"--role auto: {shown(cfnconfig_path)} {e}; "
             "this does not look like a ParallelCluster node: pass --role compute|head|login"
         ) from None
     node_type = parse_cfnconfig(text).get("cfn_node_type")
     if node_type is None:
-        raise RoleError(f"--role auto: {cfnconfig_path} has no cfn_node_type; pass --role compute|head|login")
+        raise RoleError(f"--role auto: {shown(cfnconfig_path)} has no cfn_node_type; pass --role compute|head|login")
     role = NODE_TYPES.get(node_type)
     if role is None:
         raise RoleError(
-            f"--role auto: unknown cfn_node_type {node_type!r} in {cfnconfig_path} "
+            f"--role auto: unknown cfn_node_type {shown(node_type)} in {shown(cfnconfig_path)} "
             f"(expected one of {', '.join(NODE_TYPES)}); pass --role explicitly"
         )
     return role

@@ -9,8 +9,11 @@ A dataclass field may carry metadata:
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
+import reprlib
+import socket
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -19,10 +22,47 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 T = TypeVar("T")
 
 
+# Parts of an error message, in characters: together well under 1 KB, whatever
+# the file holds (a key of a megabyte, a value grown by YAML aliases).
+_MAX_SOURCE = 200
+_MAX_KEY = 160
+_MAX_MESSAGE = 600
+
+
+def one_line(text: str, limit: int, keep_end: bool = False) -> str:
+    """text on one line (control and other unprintable characters escaped) and
+    at most about limit characters, cut in the middle of what is left out."""
+    cut = len(text) > limit
+    if cut:
+        text = text[-limit:] if keep_end else text[:limit]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    if cut:
+        return "..." + text[-limit:] if keep_end else text[:limit] + "..."
+    return text
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_repr.maxlevel = 2
+_repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 4
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: repr, bounded in size and depth
+    (never the whole of what aliases may have multiplied)."""
+    return one_line(_repr.repr(value), 100)
+
+
 class ConfigError(Exception):
-    """A configuration mistake: names the file, key path and what was wrong."""
+    """A configuration mistake: names the file, key path and what was wrong,
+    on one line of bounded length."""
 
     def __init__(self, source: str, key: str, message: str) -> None:
+        source = one_line(source, _MAX_SOURCE, keep_end=True)  # the file name is at the end
+        key = one_line(key, _MAX_KEY)
+        message = one_line(message, _MAX_MESSAGE)
         where = f"{source}: {key}" if key else source
         super().__init__(f"{where}: {message}")
         self.source = source
@@ -54,7 +94,7 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            raise ConfigError(source, key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+            raise ConfigError(source, key, f"must be one of {', '.join(map(repr, allowed))}, got {shown(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         args = get_args(tp)
@@ -89,7 +129,7 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise ConfigError(source, key, f"keys must be strings, got {k!r}")
+                raise ConfigError(source, key, f"keys must be strings, got {shown(k)}")
             out[k] = _convert(v, vtp, source, f"{key}.{k}")
         return out
     if tp is bool:
@@ -99,16 +139,34 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(source, key, f"expected an integer, got {_describe(value)}")
+        _check_magnitude(value, source, key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, key, f"expected a number, got {_describe(value)}")
+        _check_magnitude(value, source, key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(source, key, f"expected a string, got {_describe(value)}")
+        if "\0" in value:  # no path, name or pattern holds one; os calls raise on it
+            raise ConfigError(source, key, "must not contain a NUL character")
         return value
     raise ConfigError(source, key, f"unsupported setting type {tp!r}")
+
+
+# Whatever a field's own check says, no number setting is used beyond these:
+# integers fit 64 bits and floats are finite (NaN and inf make every
+# comparison and every timeout call misbehave).
+_MAX_INT = 2**63 - 1
+
+
+def _check_magnitude(value: int | float, source: str, key: str) -> None:
+    if isinstance(value, int):
+        if abs(value) > _MAX_INT:
+            raise ConfigError(source, key, f"number out of range: {shown(value)}")
+    elif not math.isfinite(value):
+        raise ConfigError(source, key, f"must be a finite number, got {value!r}")
 
 
 def _describe(value: Any) -> str:
@@ -118,7 +176,7 @@ def _describe(value: Any) -> str:
         return "a list"
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: str = "") -> T:
@@ -139,7 +197,7 @@ def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: s
             try:
                 re.compile(converted)
             except re.error as e:
-                raise ConfigError(source, path, f"invalid regular expression {converted!r}: {e}") from None
+                raise ConfigError(source, path, f"invalid regular expression {shown(converted)}: {e}") from None
         check: Callable[[Any], str | None] | None = f.metadata.get("check")
         if check is not None:
             problem = check(converted)
@@ -152,23 +210,83 @@ def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: s
         raise ConfigError(source, prefix or "(top level)", str(e)) from None
 
 
+def split_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT as Go's net.Listen takes it: ':9100', '0.0.0.0:9100',
+    'localhost:9100', '[::1]:9100' (IPv6 in brackets). ValueError says why not."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"listen address must look like HOST:PORT or :PORT, got {shown(value)}")
+    if not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ValueError(f"port must be a number from 0 to 65535, got {shown(port_text)}")
+    if host.startswith("[") or host.endswith("]"):
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        try:
+            if inner is None:
+                raise ValueError
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address in brackets: {shown(host)}") from None
+        return inner, int(port_text)
+    if ":" in host:
+        raise ValueError(f"an IPv6 address must be in brackets, as [::1]:9100, got {shown(value)}")
+    return host, int(port_text)
+
+
 def check_listen(value: Any) -> str | None:
-    """A listen address: ':9100', '0.0.0.0:9100', '127.0.0.1:9100', '[::]:9100'."""
-    if not isinstance(value, str) or ":" not in value:
-        return f"listen address must look like HOST:PORT or :PORT, got {value!r}"
-    port_text = value.rsplit(":", 1)[1]
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        return f"port must be a number from 0 to 65535, got {port_text!r}"
+    """A listen address that parses and whose host resolves (names are looked
+    up now, so that a typo fails the config check rather than the bind)."""
+    if not isinstance(value, str):
+        return f"listen address must look like HOST:PORT or :PORT, got {shown(value)}"
+    try:
+        host, port = split_listen(value)
+    except ValueError as e:
+        return str(e)
+    if host:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (OSError, UnicodeError) as e:
+            return f"cannot resolve host {shown(host)}: {getattr(e, 'strerror', None) or e}"
     return None
+
+
+def check_range(low: float, high: float, *, low_open: bool = False, unit: str = "") -> Callable[[Any], str | None]:
+    """A check that a number lies in [low, high] (or (low, high] with low_open):
+    every timeout, interval and size has an upper bound that the code can use."""
+    suffix = f" ({unit})" if unit else ""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        above = value > low if low_open else value >= low
+        if above and value <= high and math.isfinite(value):
+            return None
+        limits = f"more than {low:g} and at most {high:g}" if low_open else f"from {low:g} to {high:g}"
+        return f"must be {limits}{suffix}, got {shown(value)}"
+
+    return check
+
+
+# Bounds shared by the settings: long enough for any sane use, short enough
+# that time arithmetic and the threading timeouts never overflow.
+MAX_TIMEOUT = 600.0  # one call, command or collection: ten minutes
+MAX_INTERVAL = 86_400.0  # between two runs of something: a day
+
+
+def check_timeout(value: Any) -> str | None:
+    return check_range(0, MAX_TIMEOUT, low_open=True, unit="seconds")(value)
+
+
+def check_interval(value: Any) -> str | None:
+    return check_range(0, MAX_INTERVAL, low_open=True, unit="seconds")(value)
 
 
 def check_positive(value: Any) -> str | None:
     if value is None or (value > 0 and math.isfinite(value)):
         return None
-    return f"must be a finite number greater than 0, got {value!r}"
+    return f"must be a finite number greater than 0, got {shown(value)}"
 
 
 def check_non_negative(value: Any) -> str | None:
     if value is None or (value >= 0 and math.isfinite(value)):
         return None
-    return f"must be a finite number, 0 or more, got {value!r}"
+    return f"must be a finite number, 0 or more, got {shown(value)}"

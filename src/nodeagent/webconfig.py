@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import bcrypt
-import yaml
 
+from nodeagent.inputs import InputError, load_yaml, read_text, require_regular_file
 from nodeagent.settings import ConfigError, load_dataclass
 
 
@@ -49,12 +49,9 @@ class WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise ConfigError(path, "", f"cannot read web config: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(path, "", f"not valid YAML: {e}") from None
+        data = load_yaml(read_text(path)) or {}
+    except InputError as e:
+        raise ConfigError(path, e.key, str(e)) from None
     if not isinstance(data, dict):
         raise ConfigError(path, "", "the top level must be a mapping")
     cfg = load_dataclass(WebConfig, data, path)
@@ -78,6 +75,13 @@ def ssl_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
         "TLS12": ssl.TLSVersion.TLSv1_2,
         "TLS13": ssl.TLSVersion.TLSv1_3,
     }[tls.min_version]
+    for key in ("cert_file", "key_file", "client_ca_file"):
+        file = getattr(tls, key)
+        try:
+            if file:  # OpenSSL opens it by path: a FIFO there would block
+                require_regular_file(file)
+        except InputError as e:
+            raise ConfigError(source, f"tls_server_config.{key}", f"{file}: {e}") from None
     try:
         ctx.load_cert_chain(tls.cert_file, tls.key_file)
         if tls.client_ca_file:

@@ -31,9 +31,32 @@ def test_defaults_without_a_file(tmp_path):
         ("exporters: {host: {listen: ':99999'}}", "exporters.host.listen: port must be a number from 0 to 65535"),
         ("exporters: {host: {listen: 'nope'}}", "exporters.host.listen: listen address must look like"),
         ("exporters: {host: {min_interval: fast}}", "exporters.host.min_interval: expected a number, got str 'fast'"),
-        ("exporters: {host: {min_interval: -1}}", "exporters.host.min_interval: must be a finite number, 0 or more"),
-        ("collectors: {timeout: 0}", "collectors.timeout: must be a finite number greater than 0"),
-        ("collectors: {timeout: .inf}", "collectors.timeout: must be a finite number greater than 0, got inf"),
+        ("exporters: {host: {min_interval: -1}}", "exporters.host.min_interval: must be from 0 to 3600 (seconds)"),
+        ("collectors: {timeout: 0}", "collectors.timeout: must be more than 0 and at most 600 (seconds), got 0"),
+        ("collectors: {timeout: .inf}", "collectors.timeout: must be a finite number, got inf"),
+        ("collectors: {timeout: 1.0e+308}", "collectors.timeout: must be more than 0 and at most 600 (seconds)"),
+        ("gpu: {interval: 1.0e+39}", "gpu.interval: must be from 0.1 to 3600 (seconds)"),
+        ("gpu: {interval: .nan}", "gpu.interval: must be a finite number, got nan"),
+        ("gpu: {expected_gpus: 99999999999999999999}", "gpu.expected_gpus: number out of range"),
+        ("gpu: {xid_count_window_ms: 99999999999}", "gpu.xid_count_window_ms: must be from 1000 to 604800000"),
+        ("slurm: {interval: 1.0e+10}", "slurm.interval: must be more than 0 and at most 86400 (seconds)"),
+        ("cloudwatch: {read_timeout: .inf}", "cloudwatch.read_timeout: must be a finite number"),
+        ("cloudwatch: {spool_max_bytes: 9223372036854775807}", "cloudwatch.spool_max_bytes: must be from 1048576"),
+        ("collectors: {options: {filesystem: {mount_timeout: 1.0e+300}}}",
+         "collectors.options.filesystem.mount_timeout: must be more than 0 and at most 600"),
+        ("exporters: {host: {listen: '[::1:39196'}}", "exporters.host.listen: not an IPv6 address in brackets"),
+        ("exporters: {host: {listen: '::1:9100'}}", "exporters.host.listen: an IPv6 address must be in brackets"),
+        ("exporters: {host: {listen: ':\uff19\uff11\uff10\uff10'}}",  # full-width digits
+         "exporters.host.listen: port must be a number from 0 to 65535"),
+        ("exporters: {host: {listen: 'no-such-host.invalid:9100'}}",
+         "exporters.host.listen: cannot resolve host 'no-such-host.invalid'"),
+        ("role: compute\nrole: head\n", "config.yaml: role: duplicate key 'role' at line 2"),
+        ("exporters:\n  gpu: {enabled: true, enabled: false}\n", "exporters.gpu.enabled: duplicate key 'enabled'"),
+        ("hostname: \"a\\0b\"", "hostname: must not contain a NUL character"),
+        ("hostname: " + "[" * 5000 + "]" * 5000, "YAML nested deeper than 64 levels at line 1"),
+        ("a: &a [*a]", "refers to a node that contains it"),
+        ("hostname: 2024-13-45", "not valid YAML: a value cannot be read (month must be in 1..12)"),
+        ("gpu: {expected_gpus: " + "9" * 5000 + "}", "a value cannot be read (a number of too many digits)"),
         ("collectors: {enable: [nosuch]}", "collectors.enable[0]: unknown collector 'nosuch'"),
         ("collectors: {disable: loadavg}", "collectors.disable: expected a list, got str 'loadavg'"),
         ("collectors: {options: {nosuch: {}}}", "collectors.options.nosuch: unknown collector 'nosuch'"),
@@ -92,3 +115,15 @@ def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(AttributeError):
         cfg.role = "head"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("listen", [":0", "0.0.0.0:0", "127.0.0.1:9100", "localhost:9100", "[::1]:9100", "[::]:0"])
+def test_listen_addresses_that_parse_and_resolve(listen):
+    cfg = parse_config(f"exporters: {{host: {{listen: '{listen}'}}}}", "x.yaml")
+    assert cfg.exporters.host.listen == listen
+
+
+def test_merge_keys_and_anchors_still_work():
+    text = "exporters:\n  host: &h {listen: ':9100', min_interval: 2.0}\n  gpu:\n    <<: *h\n    listen: ':9400'\n"
+    cfg = parse_config(text, "x.yaml")
+    assert cfg.exporters.gpu.min_interval == 2.0 and cfg.exporters.gpu.listen == ":9400"

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
+from nodeagent.inputs import InputError, read_text
+
 CounterType = Literal["gauge", "counter", "label"]
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 DEFAULT_COUNTERS = "default-counters.csv"
@@ -88,10 +90,9 @@ def parse_counters(text: str, source: str = "counters") -> list[CounterRow]:
 def load_counters_file(path: str) -> list[CounterRow]:
     """Parse a counters file from disk; unreadable files are errors naming the path."""
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError as e:
-        raise CountersFileError(path, 0, f"cannot read: {e.strerror or e}") from None
+        text = read_text(path)
+    except InputError as e:
+        raise CountersFileError(path, 0, str(e)) from None
     return parse_counters(text, path)
 
 

@@ -13,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nodeagent.gpu.fake_fields import NVLINK_BANDWIDTH, NVLINK_RX, NVLINK_TX, VALUE_KEYS, error_code, field_id
 from nodeagent.gpu.settings import SHIPPED_DESCRIPTIONS
+from nodeagent.inputs import InputError, load_yaml, read_text
 from nodeagent.settings import ConfigError
 
 _UUID_NS = uuidlib.UUID("6f1c8e1a-3a4b-4d2f-9c55-2b7e0d9a4c11")
@@ -299,11 +298,20 @@ def parse_description(text: str, source: str, is_call: Callable[[str], bool] | N
 
         is_call = is_faked_call
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise _err(source, "", f"not valid YAML: {e}") from None
+        data = load_yaml(text)
+    except InputError as e:
+        raise _err(source, e.key, str(e)) from None
     if not isinstance(data, Mapping):
         raise _err(source, "", "a description is a mapping")
+    try:
+        return _description(data, source, is_call)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as e:
+        # a value of the wrong type where the checks do not look (a test and
+        # demo file: one message for all of those)
+        raise _err(source, "", f"invalid description: {type(e).__name__}: {e}") from None
+
+
+def _description(data: Mapping[str, Any], source: str, is_call: Callable[[str], bool]) -> Description:
     models = {key: _model(key, m, source, is_call) for key, m in (data.get("models") or {}).items()}
     raw_gpus = data.get("gpus")
     if not isinstance(raw_gpus, list) or not raw_gpus:
@@ -343,9 +351,9 @@ def load_description(name_or_path: str) -> Description:
         ref = resources.files("nodeagent").joinpath("data").joinpath("gpu").joinpath(f"{name_or_path}.yaml")
         return parse_description(ref.read_text(encoding="utf-8"), f"{name_or_path}.yaml")
     try:
-        text = Path(name_or_path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise _err(name_or_path, "", f"cannot read fake description: {e.strerror or e}") from None
+        text = read_text(name_or_path)
+    except InputError as e:
+        raise _err(name_or_path, "", f"fake description {e}") from None
     return parse_description(text, name_or_path)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from nodeagent.host import Host
+from nodeagent.inputs import InputError, read_bytes
 from nodeagent.roles import parse_cfnconfig
 
 log = structlog.get_logger(__name__)
@@ -45,8 +46,10 @@ class Identity:
 
 def read_cfnconfig(host: Host, path: str) -> dict[str, str]:
     """ParallelCluster's cfnconfig as a mapping; empty when absent or unreadable."""
-    text = host.read_optional(host.rooted(path))
-    return parse_cfnconfig(text) if text else {}
+    try:  # read as config input: a FIFO or a device there must not block the agent
+        return parse_cfnconfig(read_bytes(str(host.rooted(path))).decode("utf-8", errors="replace"))
+    except InputError:
+        return {}
 
 
 class Imds:

@@ -26,11 +26,12 @@ def _check_roles(value: Any) -> str | None:
 
 
 def _check_interval(value: Any) -> str | None:
-    return None if value >= 1 else f"must be at least 1 (seconds), got {value!r}"
+    return None if 1 <= value <= 86_400 else f"must be from 1 to 86400 (seconds), got {value!r}"
 
 
 def _check_positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be greater than 0, got {value!r}"
+    # seconds (timeouts, retry delay): bounded so that time arithmetic never overflows
+    return None if 0 < value <= 86_400 else f"must be more than 0 and at most 86400, got {value!r}"
 
 
 def _check_attempts(value: Any) -> str | None:
@@ -50,7 +51,7 @@ def _check_request_bytes(value: Any) -> str | None:
 
 
 def _check_spool_bytes(value: Any) -> str | None:
-    return None if value >= 1 << 20 else f"must be at least 1048576 (1 MiB), got {value!r}"
+    return None if 1 << 20 <= value <= 1 << 40 else f"must be from 1048576 (1 MiB) to 1 TiB, got {value!r}"
 
 
 def namespace_problem(namespace: str) -> str | None:

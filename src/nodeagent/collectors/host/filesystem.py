@@ -23,7 +23,7 @@ from nodeagent.collectors.host._common import line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.settings import check_positive
+from nodeagent.settings import check_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -44,10 +44,10 @@ class FilesystemOptions:
     # regular expression of filesystem types to leave out
     fs_types_exclude: str = field(default=DEFAULT_FS_TYPES_EXCLUDE, metadata={"regex": True})
     # seconds one mount's statfs may take before it counts as a device error
-    mount_timeout: float = field(default=1.0, metadata={"check": check_positive})
+    mount_timeout: float = field(default=1.0, metadata={"check": check_timeout})
     # seconds all statfs calls of one scrape may take together; once spent, each
     # remaining mount gets only a short grace (enough for local filesystems)
-    total_timeout: float = field(default=2.5, metadata={"check": check_positive})
+    total_timeout: float = field(default=2.5, metadata={"check": check_timeout})
 
 
 @dataclass(frozen=True, slots=True)

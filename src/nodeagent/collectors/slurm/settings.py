@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nodeagent.settings import check_positive
+from nodeagent.settings import check_interval, check_timeout
 
 
 def _check_bin_dir(value: object) -> str | None:
@@ -35,14 +35,14 @@ class SlurmSettings:
     slurm_conf: str | None = field(default=None, metadata={"check": _check_slurm_conf})
     # seconds one Slurm command may run; it is killed after that and the
     # collector reports failure until a later run succeeds
-    command_timeout: float = field(default=10.0, metadata={"check": check_positive})
+    command_timeout: float = field(default=10.0, metadata={"check": check_timeout})
     # seconds between two collections of each Slurm collector; they run in the
     # background, never once per scrape, so several Prometheus servers cannot
     # multiply the load on slurmctld
-    interval: float = field(default=60.0, metadata={"check": check_positive})
+    interval: float = field(default=60.0, metadata={"check": check_interval})
     # how long the first scrape after start waits for the first collection
     # (seconds); keep it below collectors.timeout
-    first_collection_wait: float = field(default=4.0, metadata={"check": check_positive})
+    first_collection_wait: float = field(default=4.0, metadata={"check": check_timeout})
     # count jobs that finished within slurmctld's MinJobAge (completed, failed,
     # timeout, ...) as well as the active ones (squeue --states=all)
     finished_jobs: bool = True
