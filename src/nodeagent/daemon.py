@@ -5,8 +5,10 @@ the serving threads live)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import select
 import signal
 import socket
 import ssl
@@ -30,7 +32,7 @@ from nodeagent.log import setup_logging
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
 from nodeagent.roles import ROLE_TABLE, RoleError, detect_role
-from nodeagent.settings import ConfigError
+from nodeagent.settings import ConfigError, one_line
 from nodeagent.sinks import Sink, build_sinks
 from nodeagent.snapshot import GroupCollection
 from nodeagent.supervise import Supervisor
@@ -235,14 +237,63 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1e6 / 2
 
 
+class _PreparedReload:
+    """A reload being prepared on its own thread: reading the config and
+    building the new agent may block (a slow name lookup, a hung network
+    filesystem), and neither SIGTERM nor the watchdog pings may wait for it.
+    The main loop swaps the agents once it is done; a stopping daemon
+    abandons it, and whatever it built is closed."""
+
+    def __init__(self, daemon: Daemon, keeping: str) -> None:
+        self._daemon = daemon
+        self._keeping = keeping
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.result: tuple[Agent, Config, str] | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="reload", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        built: tuple[Agent, Config, str] | None = None
+        try:
+            cfg, role = self._daemon.load()
+            built = (Agent.build(cfg, role), cfg, role)
+        except (ConfigError, RoleError) as e:
+            log.error("reload_rejected", error=str(e), keeping=self._keeping)
+        except Exception as e:  # a bad reload never takes the running agent down
+            log.error("reload_rejected", error=one_line(f"{type(e).__name__}: {e}", 500), keeping=self._keeping)
+        finally:
+            with self._lock:
+                abandoned = self._abandoned
+                if not abandoned:
+                    self.result = built
+            self.done.set()
+            self._daemon.wake()
+        if abandoned and built is not None:
+            built[0].close()
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            built, self.result = self.result, None
+        if built is not None:
+            built[0].close()
+
+
 class Daemon:
     def __init__(self, config_path: str | None, role_arg: str | None, log_level: str | None = None) -> None:
         self.config_path = config_path
         self.role_arg = role_arg
         self.log_level = log_level  # from the command line: wins over the config on reload
-        self._stop = threading.Event()
-        self._reload = threading.Event()
-        self._wake = threading.Event()
+        # Signal handlers only set these flags and write a byte to a pipe that
+        # the main loop waits on: a handler that took a lock (threading.Event)
+        # deadlocks when the signal lands while the main thread holds that lock.
+        self._stop_requested = False
+        self._reload_requested = False
+        # (the pipe lives as long as the process: a reload thread abandoned at
+        # stop may still write to it)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.agent: Agent | None = None
 
     def load(self) -> tuple[Config, str]:
@@ -252,18 +303,34 @@ class Daemon:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            self._reload.set()
+            self._reload_requested = True
         else:
-            self._stop.set()
-        self._wake.set()
+            self._stop_requested = True
+        self.wake()
 
     def request_stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+        self._stop_requested = True
+        self.wake()
+
+    def wake(self) -> None:
+        """End the main loop's wait (from a signal handler or any thread)."""
+        with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+            os.write(self._wake_w, b"\0")
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait for a wake-up or the timeout, then empty the pipe."""
+        select.select([self._wake_r], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
 
     def run(self, cfg: Config, role: str) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        # A signal may be delivered to any thread, and Python runs its handler
+        # only once the main thread runs again: the byte written here ends the
+        # main loop's wait, so the handler runs at once rather than after it.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         self.agent = Agent.build(cfg, role)
         try:
             self.agent.start_exporters()
@@ -277,12 +344,18 @@ class Daemon:
         watchdog = watchdog_interval()
         next_publish = time.monotonic() + min(5.0, cfg.cloudwatch.interval)
         next_watchdog = time.monotonic()
-        while not self._stop.is_set():
+        reload: _PreparedReload | None = None
+        while not self._stop_requested:
             now = time.monotonic()
-            if self._reload.is_set():
-                self._reload.clear()
-                self._do_reload()
-                next_publish = now + min(5.0, self.agent.cfg.cloudwatch.interval)
+            if reload is not None and reload.done.is_set():
+                if reload.result is not None:
+                    self._swap(*reload.result)
+                    next_publish = now + min(5.0, self.agent.cfg.cloudwatch.interval)
+                reload = None
+            if reload is None and self._reload_requested:
+                # SIGHUPs that arrive while one is prepared make one more reload after it
+                self._reload_requested = False
+                reload = _PreparedReload(self, self.agent.cfg.source)
             if self.agent.sinks and now >= next_publish:
                 self.agent.publish(time.time())
                 next_publish = now + self.agent.cfg.cloudwatch.interval
@@ -296,10 +369,11 @@ class Daemon:
             if watchdog is not None:
                 wait_until.append(next_watchdog)
             timeout = max(0.05, min(wait_until) - time.monotonic()) if wait_until else 3600.0
-            self._wake.wait(timeout)
-            self._wake.clear()
+            self._sleep(timeout)
         sd_notify("STOPPING=1")
         log.info("agent_stopping")
+        if reload is not None:
+            reload.abandon()
         if self.agent.sinks:
             for sink in self.agent.sinks:
                 try:
@@ -310,15 +384,11 @@ class Daemon:
         log.info("agent_stopped")
         return 0
 
-    def _do_reload(self) -> None:
+    def _swap(self, new: Agent, cfg: Config, role: str) -> None:
+        """Serve from the agent a reload built, or go back to the old one when
+        its ports cannot be bound."""
         assert self.agent is not None
         old = self.agent
-        try:
-            cfg, role = self.load()
-            new = Agent.build(cfg, role)
-        except (ConfigError, RoleError) as e:
-            log.error("reload_rejected", error=str(e), keeping=old.cfg.source)
-            return
         sd_notify("RELOADING=1")
         old.stop_exporters()
         try:
