@@ -64,7 +64,9 @@ def test_cloudwatch_allowed_publishes_one_datum(moto_iam, aws_keys, tmp_path):
     assert row.detail == f"PutMetricData of {CHECK_METRIC} to ParallelCluster/chk in us-east-1 accepted"
     import boto3
 
-    cw = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_iam["url"])
+    # a session of its own: the default session caches the first credentials it
+    # resolved, which may be another test's
+    cw = boto3.session.Session().client("cloudwatch", region_name="us-east-1", endpoint_url=moto_iam["url"])
     metrics = cw.list_metrics(Namespace="ParallelCluster/chk", MetricName=CHECK_METRIC)["Metrics"]
     assert [m["Dimensions"] for m in metrics] == [[{"Name": "Role", "Value": "head"}]]
 
