@@ -13,6 +13,8 @@ Prometheus exporter takes TLS and basic auth settings:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -95,17 +97,46 @@ def ssl_context(tls: TLSServerConfig, source: str) -> ssl.SSLContext:
     return ctx
 
 
-# compared against when the user is unknown (a hash of a random password, cost 10)
-_DUMMY_HASH = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds=10))
+# bcrypt reads at most 72 bytes of a password; the bcrypt library refuses longer ones
+BCRYPT_MAX_PASSWORD = 72
+
+
+def _cost(hashed: bytes) -> int:
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return 0
+
+
+def parse_basic(header: str | None) -> tuple[bytes, bytes] | None:
+    """User and password from an `Authorization: Basic ...` header, as bytes;
+    None when the header is absent or not Basic credentials."""
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, colon, password = decoded.partition(b":")
+    return (user, password) if colon else None
 
 
 class BasicAuth:
     """Checks user/password against bcrypt hashes. bcrypt is slow on purpose
     (~100 ms), so a successful check is remembered by a keyed digest of the
-    credentials, like exporter-toolkit's cache; the clear password is never stored."""
+    credentials, like exporter-toolkit's cache; the clear password is never stored.
+
+    Every refusal costs the same: an unknown user or a password over bcrypt's
+    72 bytes is checked against a configured hash (the costliest), the result
+    thrown away, so neither the answer (401) nor its timing tells them apart
+    from a wrong password."""
 
     def __init__(self, users: dict[str, str]) -> None:
-        self._users = {u: h.encode() for u, h in users.items()}
+        self._users = {u.encode(): h.encode() for u, h in users.items()}
+        self._decoy = max(self._users.values(), key=_cost) if self._users else b""
         self._key = os.urandom(32)
         self._good: set[bytes] = set()
         self._lock = threading.Lock()
@@ -116,25 +147,33 @@ class BasicAuth:
     def enabled(self) -> bool:
         return bool(self._users)
 
-    def check(self, user: str, password: str) -> bool:
-        hashed = self._users.get(user)
-        if hashed is None:
-            # as slow as a known user's check, so timing does not tell who exists
-            with self._checks:
-                bcrypt.checkpw(password.encode(), _DUMMY_HASH)
-            return False
-        digest = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+    def _digest(self, user: bytes, password: bytes) -> bytes:
+        return hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+
+    def cached(self, user: str | bytes, password: str | bytes) -> bool:
+        """True when these credentials passed a check before (no bcrypt: microseconds)."""
+        digest = self._digest(_bytes(user), _bytes(password))
         with self._lock:
-            if digest in self._good:
-                return True
+            return digest in self._good
+
+    def check(self, user: str | bytes, password: str | bytes) -> bool:
+        user, password = _bytes(user), _bytes(password)
+        if self.cached(user, password):
+            return True
+        hashed = self._users.get(user)
+        valid = hashed is not None and len(password) <= BCRYPT_MAX_PASSWORD
         try:
             with self._checks:
-                ok = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:
+                ok = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed if hashed and valid else self._decoy)
+        except ValueError:  # a malformed hash in the web config
             return False
-        if ok:
+        if ok and valid:
             with self._lock:
                 if len(self._good) > 1000:
                     self._good.clear()
-                self._good.add(digest)
-        return bool(ok)
+                self._good.add(self._digest(user, password))
+        return bool(ok and valid)
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
