@@ -1,33 +1,37 @@
 """The HTTP exporter: one server per group (:9100 host, :9400 gpu, :9341 slurm).
 
 Each server has its own data (never prometheus_client's global REGISTRY):
-/metrics serves the group's shared snapshot (gzip when the scraper asks),
-/ is a landing page, /healthz answers "ok". TLS and basic auth come from an
-exporter-toolkit web-config.yml. Credentials are never logged.
+/metrics serves the group's shared snapshot (gzip when the scraper accepts
+it), / is a landing page, /healthz answers 200 "ok" only when a scrape of
+/metrics on that port would succeed. TLS and basic auth come from an
+exporter-toolkit web-config.yml. Credentials are never logged. The serving
+itself (deadlines, the request limit, HTTP parsing) is in httpserver.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import gzip
 import html
-import socket
+import re
 import ssl
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import structlog
 
 from nodeagent import __version__
 from nodeagent.exposition import CONTENT_TYPE
+from nodeagent.httpserver import MAX_CONNECTIONS, MAX_REQUESTS, HTTPServer, Request, Response, text_response
 from nodeagent.snapshot import GroupCollection, Snapshot
-from nodeagent.webconfig import BasicAuth, WebConfig
+from nodeagent.webconfig import BasicAuth, WebConfig, parse_basic
+
+__all__ = ["MAX_CONNECTIONS", "MAX_REQUESTS", "Exporter", "accepts_gzip", "parse_listen"]
 
 log = structlog.get_logger("nodeagent.exporter")
+
+SERVER_HEADER = f"nodeagent/{__version__}"
+_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
+_UNAUTHORISED = {"WWW-Authenticate": 'Basic realm="nodeagent"'}
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -36,123 +40,28 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), int(port)  # noqa: S104 - all interfaces by default, like node_exporter
 
 
-# Connections served at once, like node_exporter's --web.max-requests=40: more
-# are closed at once instead of each taking a thread (a slow-client flood).
-MAX_CONNECTIONS = 40
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
-        if tls is not None:
-            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
-        self.exporter: Exporter | None = None
-        self.stopped = False
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self._open: set[socket.socket] = set()
-        self._open_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if self.stopped or not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        with self._open_lock:
-            self._open.add(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._release(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release(request)
-
-    def _release(self, request: socket.socket) -> None:
-        with self._open_lock:
-            if request not in self._open:
-                return
-            self._open.discard(request)
-        self._slots.release()
-
-    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
-        # The TLS handshake happens here, in the request's own thread, so a
-        # client that connects and stalls cannot block the accept loop.
-        if isinstance(request, ssl.SSLSocket):
-            request.settimeout(10)
-            request.do_handshake()
-        super().finish_request(request, client_address)
-
-    def close_connections(self) -> None:
-        """End kept-alive connections too, so that after a reload no scraper
-        is still answered by the old configuration."""
-        self.stopped = True
-        with self._open_lock:
-            sockets = list(self._open)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        log.debug("http_request_failed", client=str(client_address))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 10  # seconds a client may idle mid-request
-    protocol_version = "HTTP/1.1"
-    server_version = f"nodeagent/{__version__}"
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Access logs are noise at one scrape per 15 s per Prometheus; errors are logged elsewhere."""
-
-    def do_GET(self) -> None:
-        exporter = self.server.exporter
-        assert exporter is not None
-        if not exporter.authorised(self.headers.get("Authorization")):
-            self._send(401, b"Unauthorized\n", "text/plain; charset=utf-8",
-                       {"WWW-Authenticate": 'Basic realm="nodeagent"'})
-            return
-        path = self.path.split("?", 1)[0]
-        if path == exporter.metrics_path:
-            self._metrics(exporter)
-        elif path == "/":
-            self._send(200, exporter.landing_page(), "text/html; charset=utf-8")
-        elif path == "/healthz":
-            self._send(200, b"ok\n", "text/plain; charset=utf-8")
-        else:
-            self._send(404, b"Not found\n", "text/plain; charset=utf-8")
-
-    def _metrics(self, exporter: Exporter) -> None:
-        gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
-        try:
-            payload = exporter.payload(gzip_ok)
-        except Exception as e:  # a scrape must never take the server down
-            log.error("scrape_failed", group=exporter.group, error=f"{type(e).__name__}: {e}")
-            self._send(500, f"collection failed: {type(e).__name__}\n".encode(), "text/plain; charset=utf-8")
-            return
-        headers = {"Content-Encoding": "gzip"} if gzip_ok else {}
-        self._send(200, payload, CONTENT_TYPE, headers)
-
-    def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        try:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the scraper went away
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (RFC 9110 12.5.3): by
+    name or by `*`, with a q-value above 0; a malformed q-value counts as 0."""
+    if not header:
+        return False
+    named: float | None = None
+    wildcard: float | None = None
+    for item in header.split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                value = value.strip()
+                q = float(value) if _QVALUE.fullmatch(value) else 0.0
+        coding = coding.lower()
+        if coding in ("gzip", "x-gzip"):
+            named = q
+        elif coding == "*":
+            wildcard = q
+    q_gzip = named if named is not None else wildcard
+    return q_gzip is not None and q_gzip > 0
 
 
 class Exporter:
@@ -165,6 +74,7 @@ class Exporter:
         tls: ssl.SSLContext | None = None,
         extra: Callable[[], bytes] | None = None,
         metrics_path: str = "/metrics",
+        max_requests: int = MAX_REQUESTS,
     ) -> None:
         self.group = group
         self.listen = listen
@@ -175,24 +85,68 @@ class Exporter:
         self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
         self.tls = tls is not None
-        self._server = _Server(parse_listen(listen), tls)
-        self._server.exporter = self
-        self._thread: threading.Thread | None = None
+        self._server = HTTPServer(group, parse_listen(listen), self._quick, self._slow, tls,
+                                  server_header=SERVER_HEADER, max_requests=max_requests)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._server.port
 
-    def authorised(self, header: str | None) -> bool:
-        if not self._auth.enabled:
+    # ---- requests ----
+
+    def _quick(self, request: Request) -> Response | None:
+        """In the server's loop: the answer when it needs no waiting (a fresh
+        snapshot, a remembered credential), else None."""
+        return self._respond(request, may_block=False)
+
+    def _slow(self, request: Request) -> Response:
+        """In a worker thread: may check a password with bcrypt and collect."""
+        response = self._respond(request, may_block=True)
+        assert response is not None
+        return response
+
+    def _respond(self, request: Request, may_block: bool) -> Response | None:
+        if request.method not in ("GET", "HEAD"):
+            return text_response(405, "Method not allowed", {"Allow": "GET, HEAD"})
+        if self._auth.enabled:
+            verdict = self._authorised(request.header("authorization"), may_block)
+            if verdict is None:
+                return None
+            if not verdict:
+                return text_response(401, "Unauthorized", _UNAUTHORISED)
+        path = request.path
+        if path in (self.metrics_path, "/healthz"):
+            return self._metrics(request, path == "/healthz", may_block)
+        if path == "/":
+            return Response(200, self.landing_page(), "text/html; charset=utf-8")
+        return text_response(404, "Not found")
+
+    def _authorised(self, header: str | None, may_block: bool) -> bool | None:
+        credentials = parse_basic(header)
+        if credentials is None:
+            return False
+        if self._auth.cached(*credentials):
             return True
-        if not header or not header.startswith("Basic "):
-            return False
+        return self._auth.check(*credentials) if may_block else None
+
+    def _metrics(self, request: Request, health: bool, may_block: bool) -> Response | None:
+        gzipped = not health and accepts_gzip(request.header("accept-encoding"))
         try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return self._auth.check(user, password)
+            body = self.payload(gzipped) if may_block else self.ready_payload(gzipped)
+        except Exception as e:  # a scrape must never take the server down
+            log.error("scrape_failed", group=self.group, error=f"{type(e).__name__}: {e}")
+            return text_response(500, f"collection failed: {type(e).__name__}")
+        if body is None:
+            return None
+        if health:
+            # the same path as /metrics, so 200 here means a scrape would succeed
+            return text_response(200, "ok")
+        headers = {"Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return Response(200, body, CONTENT_TYPE, headers)
+
+    # ---- the payload ----
 
     def payload(self, gzipped: bool) -> bytes:
         """The body of /metrics: the group's shared snapshot plus the extra
@@ -211,6 +165,19 @@ class Exporter:
                 self._payload = (snap, body, packed)
             return packed
 
+    def ready_payload(self, gzipped: bool) -> bytes | None:
+        """What payload() would return if it is made already, else None:
+        never collects, compresses or waits for a lock held by one who does."""
+        snapshot = self.collection.fresh()
+        if snapshot is None:
+            return None
+        if self._extra is None:
+            return snapshot.gzipped_if_ready() if gzipped else snapshot.body
+        made = self._payload  # replaced whole under the lock, read whole here
+        if made is None or made[0] is not snapshot:
+            return None
+        return made[2] if gzipped else made[1]
+
     def landing_page(self) -> bytes:
         title = html.escape(f"nodeagent {__version__}: {self.group} metrics")
         return (
@@ -219,18 +186,16 @@ class Exporter:
             '<li><a href="/healthz">/healthz</a></li></ul></body></html>\n'
         ).encode()
 
+    # ---- lifecycle ----
+
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-            name=f"http-{self.group}", daemon=True,
-        )
-        self._thread.start()
+        self._server.start()
         log.info("exporter_listening", group=self.group, listen=self.listen, port=self.port, tls=self.tls)
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._server.alive()
 
     def stop(self) -> None:
-        self._server.close_connections()
-        self._server.shutdown()
-        self._server.server_close()
+        """Ends kept-alive connections too: after a reload no scraper is
+        answered by the old configuration."""
+        self._server.stop()

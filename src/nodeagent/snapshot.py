@@ -39,6 +39,10 @@ class Snapshot:
                 self._gzipped = gzip.compress(self.body, compresslevel=5)
             return self._gzipped
 
+    def gzipped_if_ready(self) -> bytes | None:
+        """The gzipped body if it was made already, else None (never compresses)."""
+        return self._gzipped
+
 
 class GroupCollection:
     def __init__(
@@ -83,6 +87,14 @@ class GroupCollection:
                 self._collecting = False
                 self._cond.notify_all()
         return fresh
+
+    def fresh(self) -> Snapshot | None:
+        """The last snapshot if younger than min_interval, else None: what get()
+        would return without waiting or collecting."""
+        snap = self._snapshot
+        if snap is not None and time.monotonic() - snap.taken_monotonic < self.min_interval:
+            return snap
+        return None
 
     def _collect(self) -> Snapshot:
         results = self.supervisor.run_all()

@@ -218,7 +218,7 @@ def test_bad_certificate_on_reload_keeps_serving(tmp_path, agent_process):
 def test_connections_beyond_the_cap_are_closed_not_threaded(tmp_path, agent_process):
     import os
 
-    from nodeagent.exporter import MAX_CONNECTIONS
+    from nodeagent.exporter import MAX_REQUESTS
 
     cfg = tmp_path / "config.yaml"
     port = free_port()
@@ -228,12 +228,12 @@ def test_connections_beyond_the_cap_are_closed_not_threaded(tmp_path, agent_proc
     before = len(os.listdir(f"/proc/{agent.proc.pid}/task"))
     idle = []
     try:
-        for _ in range(MAX_CONNECTIONS + 60):
+        for _ in range(MAX_REQUESTS + 60):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finish the request
             idle.append(s)
         time.sleep(0.5)
-        assert len(os.listdir(f"/proc/{agent.proc.pid}/task")) <= before + MAX_CONNECTIONS
+        assert len(os.listdir(f"/proc/{agent.proc.pid}/task")) <= before + MAX_REQUESTS
     finally:
         for s in idle:
             s.close()
