@@ -16,12 +16,22 @@ import re
 import ssl
 import threading
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import structlog
 
 from nodeagent import __version__
 from nodeagent.exposition import CONTENT_TYPE
-from nodeagent.httpserver import MAX_CONNECTIONS, MAX_REQUESTS, HTTPServer, Request, Response, text_response
+from nodeagent.httpserver import (
+    MAX_CONNECTIONS,
+    MAX_REQUESTS,
+    HTTPServer,
+    Request,
+    Response,
+    Work,
+    text_response,
+)
 from nodeagent.snapshot import GroupCollection, Snapshot
 from nodeagent.webconfig import BasicAuth, WebConfig, parse_basic
 
@@ -32,6 +42,10 @@ log = structlog.get_logger("nodeagent.exporter")
 SERVER_HEADER = f"nodeagent/{__version__}"
 _QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
 _UNAUTHORISED = {"WWW-Authenticate": 'Basic realm="nodeagent"'}
+
+
+def _same(response: Response) -> Response:
+    return response
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -85,61 +99,63 @@ class Exporter:
         self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
         self.tls = tls is not None
-        self._server = HTTPServer(group, parse_listen(listen), self._quick, self._slow, tls,
+        self._server = HTTPServer(group, parse_listen(listen), self._handle, tls,
                                   server_header=SERVER_HEADER, max_requests=max_requests)
 
     @property
     def port(self) -> int:
         return self._server.port
 
-    # ---- requests ----
+    # ---- requests (in the server's loop: nothing here may block) ----
 
-    def _quick(self, request: Request) -> Response | None:
-        """In the server's loop: the answer when it needs no waiting (a fresh
-        snapshot, a remembered credential), else None."""
-        return self._respond(request, may_block=False)
-
-    def _slow(self, request: Request) -> Response:
-        """In a worker thread: may check a password with bcrypt and collect."""
-        response = self._respond(request, may_block=True)
-        assert response is not None
-        return response
-
-    def _respond(self, request: Request, may_block: bool) -> Response | None:
+    def _handle(self, request: Request) -> Response | Work[Any]:
         if request.method not in ("GET", "HEAD"):
             return text_response(405, "Method not allowed", {"Allow": "GET, HEAD"})
         if self._auth.enabled:
-            verdict = self._authorised(request.header("authorization"), may_block)
-            if verdict is None:
-                return None
-            if not verdict:
+            credentials = parse_basic(request.header("authorization"))
+            if credentials is None:
                 return text_response(401, "Unauthorized", _UNAUTHORISED)
+            if not self._auth.cached(*credentials):
+                # a bcrypt check (~70 ms), each its own: never shared
+                return Work(partial(self._checked, request, credentials), _same)
+        return self._route(request)
+
+    def _route(self, request: Request) -> Response | Work[Any]:
         path = request.path
         if path in (self.metrics_path, "/healthz"):
-            return self._metrics(request, path == "/healthz", may_block)
+            health = path == "/healthz"
+            gzipped = not health and accepts_gzip(request.header("accept-encoding"))
+            finish = partial(self._metrics_response, health, gzipped)
+            body = self.ready_payload(gzipped)
+            if body is not None:
+                return finish(body)
+            # one collection for every scrape that arrives while it runs
+            return Work(partial(self._payload_or_error, gzipped), finish, key=("payload", gzipped))
         if path == "/":
             return Response(200, self.landing_page(), "text/html; charset=utf-8")
         return text_response(404, "Not found")
 
-    def _authorised(self, header: str | None, may_block: bool) -> bool | None:
-        credentials = parse_basic(header)
-        if credentials is None:
-            return False
-        if self._auth.cached(*credentials):
-            return True
-        return self._auth.check(*credentials) if may_block else None
+    def _checked(self, request: Request, credentials: tuple[bytes, bytes]) -> Response:
+        """In a worker: the password check, then the request as usual."""
+        if not self._auth.check(*credentials):
+            return text_response(401, "Unauthorized", _UNAUTHORISED)
+        answer = self._route(request)
+        if isinstance(answer, Response):
+            return answer
+        return answer.finish(answer.run())
 
-    def _metrics(self, request: Request, health: bool, may_block: bool) -> Response | None:
-        gzipped = not health and accepts_gzip(request.header("accept-encoding"))
+    def _payload_or_error(self, gzipped: bool) -> bytes | Exception:
         try:
-            body = self.payload(gzipped) if may_block else self.ready_payload(gzipped)
+            return self.payload(gzipped)
         except Exception as e:  # a scrape must never take the server down
             log.error("scrape_failed", group=self.group, error=f"{type(e).__name__}: {e}")
-            return text_response(500, f"collection failed: {type(e).__name__}")
-        if body is None:
-            return None
+            return e
+
+    def _metrics_response(self, health: bool, gzipped: bool, body: bytes | Exception) -> Response:
+        if isinstance(body, Exception):
+            # /healthz takes the same path as /metrics: 200 there means a scrape would succeed
+            return text_response(500, f"collection failed: {type(body).__name__}")
         if health:
-            # the same path as /metrics, so 200 here means a scrape would succeed
             return text_response(200, "ok")
         headers = {"Vary": "Accept-Encoding"}
         if gzipped:

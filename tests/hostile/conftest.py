@@ -21,8 +21,10 @@ class One(Collector):
     default_roles = ("compute",)
     description = "one sample"
     delay = 0.0  # seconds each collection takes
+    calls = 0
 
     def collect(self):
+        self.calls += 1
         if self.delay:
             time.sleep(self.delay)
         fam = MetricFamily("node_one", "One.", "gauge", ("x",))

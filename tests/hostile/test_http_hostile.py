@@ -5,6 +5,7 @@ slow and stalled (TLS) connections, and basic auth refusals."""
 import base64
 import contextlib
 import gzip
+import http.client
 import socket
 import statistics
 import threading
@@ -22,6 +23,10 @@ from nodeagent.webconfig import BasicAuth
 
 def bcrypt_hash(password: bytes, rounds: int = 4) -> str:
     return bcrypt.hashpw(password, bcrypt.gensalt(rounds=rounds)).decode().replace("$2b$", "$2y$")
+
+
+def _auth(user: bytes, password: bytes) -> str:
+    return "Authorization: Basic " + base64.b64encode(user + b":" + password).decode() + "\r\n"
 
 
 # ---- HTTP/1.1 framing ----
@@ -153,29 +158,63 @@ def test_kept_alive_responses_are_not_delayed_by_nagle(serve):
     assert statistics.median(times) < 0.02, times
 
 
+def test_tls_responses_are_not_delayed_by_nagle(serve, client_tls):
+    """TLS 1.3 sends session tickets after the handshake: with Nagle on, the
+    first response waits for their ACK (~40 ms) on every new connection."""
+    e = serve(tls=True)
+    times = []
+    for _ in range(10):
+        # http.client (blocking socket) sends its request the way that meets
+        # the tickets in flight; the non-blocking raw client often does not
+        c = http.client.HTTPSConnection("127.0.0.1", e.port, timeout=5, context=client_tls)
+        c.connect()
+        started = time.perf_counter()
+        c.request("GET", "/metrics")
+        assert c.getresponse().status == 200
+        times.append(time.perf_counter() - started)
+        c.close()
+    assert statistics.median(times) < 0.02, times
+
+
 # ---- the request limit ----
 
 
-def test_requests_beyond_the_limit_get_a_fast_503(serve):
-    e = serve(min_interval=0, delay=1.5, max_requests=2)
+def test_work_beyond_the_limit_gets_a_fast_503(serve):
+    """Password checks each take a worker; the one that finds none free is told
+    so at once, while a remembered credential is still served."""
+    e = serve(users={"prom": bcrypt_hash(b"pw", rounds=12)}, min_interval=60, max_requests=2)
+    good = _auth(b"prom", b"pw")
+    assert request(e.port, get(extra=good)).status == 200  # checked once, then remembered
     held = [Conn(e.port) for _ in range(2)]
-    for c in held:
-        c.send(get())
-    time.sleep(0.3)  # both are waiting for the (slow) collection
+    for i, c in enumerate(held):
+        c.send(get(extra=_auth(b"prom", b"wrong%d" % i)))
+    time.sleep(0.05)
     started = time.perf_counter()
-    reply = request(e.port, get())
-    assert reply.status == 503 and time.perf_counter() - started < 0.5
+    reply = request(e.port, get(extra=_auth(b"prom", b"wrong")))
+    assert reply.status == 503 and time.perf_counter() - started < 0.2
     assert b"Limit of concurrent requests reached (2)" in reply.body
+    started = time.perf_counter()
+    assert request(e.port, get(extra=good)).status == 200
+    assert time.perf_counter() - started < 0.2
     for c in held:
-        assert c.reply().status == 200
+        assert c.reply().status == 401
         c.close()
 
 
-def test_a_fresh_snapshot_is_served_even_when_the_pool_is_full(serve):
-    """Waiting requests fill the pool; one that needs no waiting still gets its 200."""
-    e = serve(min_interval=30, delay=0.0, max_requests=1)
-    assert request(e.port, get()).status == 200  # collected: fresh for 30 s
-    assert request(e.port, get()).status == 200
+def test_concurrent_scrapes_share_one_collection_and_no_worker(serve):
+    """Scrapes arriving during a collection wait for that one and
+    take no worker: none is refused, even with two workers."""
+    e = serve(min_interval=0, delay=0.5, max_requests=2)
+    collector = e.collection.supervisor.collectors[0]
+    before = collector.calls
+    conns = [Conn(e.port) for _ in range(60)]
+    for i, c in enumerate(conns):
+        c.send(get(["/metrics", "/healthz"][i % 2], extra="Accept-Encoding: gzip\r\n" if i % 3 == 0 else ""))
+    replies = [c.reply() for c in conns]
+    assert [r.status for r in replies] == [200] * 60
+    assert collector.calls - before <= 2
+    for c in conns:
+        c.close()
 
 
 # ---- idle, slow and stalled clients ----
@@ -336,10 +375,6 @@ def test_healthz_needs_the_credentials_metrics_needs(serve):
 
 
 # ---- basic auth ----
-
-
-def _auth(user: bytes, password: bytes) -> str:
-    return "Authorization: Basic " + base64.b64encode(user + b":" + password).decode() + "\r\n"
 
 
 def test_refusals_are_alike_for_unknown_users_wrong_and_overlong_passwords(serve):
