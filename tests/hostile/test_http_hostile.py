@@ -398,12 +398,14 @@ def test_refusals_cost_the_same():
     auth = BasicAuth({"prom": bcrypt_hash(b"pw", rounds=8)})
 
     def cost(user, password):
+        # the fastest of several: bcrypt is fixed CPU work, anything above it
+        # is the machine being busy elsewhere
         times = []
-        for _ in range(5):
+        for _ in range(7):
             started = time.perf_counter()
             assert not auth.check(user, password)
             times.append(time.perf_counter() - started)
-        return statistics.median(times)
+        return min(times)
 
     wrong = cost(b"prom", b"guess")
     for other in (cost(b"nobody", b"guess"), cost(b"prom", b"x" * 100), cost(b"nobody", b"x" * 100)):
