@@ -60,9 +60,11 @@ def test_idle_time_restarts_for_a_new_job_and_ends_with_the_job(tmp_path) -> Non
         r.cycle()
         assert value(r.text(), "nodeagent_gpu_allocated_idle", gpu="0") == "1"
         r.fake.set_processes(0, [FakeProcess(51008, 10)])  # job 4244 now
+        r.clock.advance(15)  # the next read of the process list
         r.cycle()
         assert value(r.text(), "nodeagent_gpu_allocated_idle_seconds", gpu="0", hpc_job="4244") == "0"
         r.fake.set_processes(0, [])
+        r.clock.advance(15)
         r.cycle()
         assert value(r.text(), "nodeagent_gpu_allocated_idle", gpu="0") is None
     finally:

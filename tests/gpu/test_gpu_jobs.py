@@ -95,6 +95,9 @@ def test_several_jobs_on_one_gpu_give_one_series_each_and_ended_jobs_disappear(r
     r.fake.set_processes(0, [])
     for gpu in range(1, 4):
         r.fake.set_processes(gpu, [])
+    r.cycle()  # the process lists are read every gpu.process_interval (15 s)
+    assert "4242" in r.text()
+    r.clock.advance(15)
     r.cycle()
     text = r.text()
     assert "4242" not in text
@@ -102,6 +105,7 @@ def test_several_jobs_on_one_gpu_give_one_series_each_and_ended_jobs_disappear(r
     # no job anywhere: the hpc_job label is gone entirely
     for gpu in range(8):
         r.fake.set_processes(gpu, [])
+    r.clock.advance(15)
     r.cycle()
     text = r.text()
     assert "hpc_job" not in text

@@ -188,7 +188,7 @@ def test_watchdog_right_as_a_call_starts_does_not_see_the_previous_calls_start(r
 
 def test_call_returning_while_the_watchdog_declares_it_hung_is_released(rig) -> None:
     clock = _HookClock()
-    r = rig("p5-8xh100", clock=clock, call_timeout=5)
+    r = rig("p5-8xh100", clock=clock, call_timeout=5, process_interval=0)
     r.cycle()
     # GPU 0's last call of the cycle: after it the thread's next step is GPU 1
     r.fake.hang_next(0, "nvmlDeviceGetComputeRunningProcesses")

@@ -108,6 +108,10 @@ class GpuSettings:
     job_attribution: bool = True
     # Most hpc_job values on one GPU; further jobs are dropped with a warning.
     max_jobs_per_gpu: int = field(default=8, metadata={"check": check_range(1, 1000)})
+    # Seconds between reads of each GPU's compute processes (job attribution and the
+    # process series): the query walks every context on the GPU and is slow on a
+    # loaded one. A job's hpc_job appears and goes within this long. 0 = every cycle.
+    process_interval: float = field(default=15.0, metadata={"check": check_range(0, 3600, unit="seconds")})
     # Serve nodeagent_gpu_processes and nodeagent_gpu_process_memory_used_bytes.
     process_metrics: bool = False
     # Utilisation in percent below which a GPU that belongs to a job counts as idle.

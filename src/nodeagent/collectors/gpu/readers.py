@@ -33,8 +33,8 @@ class Reader:
     read: Callable[[NvmlApi, Handle, tuple[str, ...]], ReadResult]
     # also read on MIG device handles (values per GPU instance)
     mig: bool = False
-    # an administrator's setting: read every SLOW_INTERVAL seconds, not every cycle
-    slow: bool = False
+    # seconds between reads (0: every cycle); the last values are served in between
+    every: float = 0.0
 
 
 def _one(key: str, field_name: str, call: Callable[[NvmlApi, Handle], Value]) -> Reader:
@@ -190,8 +190,13 @@ def _vgpu_license(api: NvmlApi, handle: Handle) -> int:
 
 
 # Settings that only an administrator changes: read at start and then every
-# SLOW_INTERVAL seconds, the last value served in between.
-SLOW_INTERVAL = 60.0
+# minute, the last value served in between.
+SETTING_INTERVAL = 60.0
+# Encoder and decoder utilisation: sampled every 30 s, dcgm-exporter's default
+# collect interval, which is as fresh as dcgm-exporter serves them. NVENC and
+# NVDEC sit idle on training nodes; a call each every cycle was a fifth of
+# the per-GPU NVML calls.
+CODEC_INTERVAL = 30.0
 
 READERS: tuple[Reader, ...] = (
     _one("sm_clock", "DCGM_FI_DEV_SM_CLOCK", lambda a, h: int(a.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM))),
@@ -202,8 +207,18 @@ READERS: tuple[Reader, ...] = (
         lambda a, h: int(a.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
     ),
     Reader("utilization", ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL"), _read_utilization),
-    _one("enc_util", "DCGM_FI_DEV_ENC_UTIL", lambda a, h: int(a.nvmlDeviceGetEncoderUtilization(h)[0])),
-    _one("dec_util", "DCGM_FI_DEV_DEC_UTIL", lambda a, h: int(a.nvmlDeviceGetDecoderUtilization(h)[0])),
+    Reader(
+        "enc_util",
+        ("DCGM_FI_DEV_ENC_UTIL",),
+        lambda a, h, w: {"DCGM_FI_DEV_ENC_UTIL": int(a.nvmlDeviceGetEncoderUtilization(h)[0])},
+        every=CODEC_INTERVAL,
+    ),
+    Reader(
+        "dec_util",
+        ("DCGM_FI_DEV_DEC_UTIL",),
+        lambda a, h, w: {"DCGM_FI_DEV_DEC_UTIL": int(a.nvmlDeviceGetDecoderUtilization(h)[0])},
+        every=CODEC_INTERVAL,
+    ),
     Reader(
         "memory",
         ("DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_RESERVED", "DCGM_FI_DEV_FB_TOTAL"),
@@ -216,13 +231,13 @@ READERS: tuple[Reader, ...] = (
         "power_limit",
         ("DCGM_FI_DEV_POWER_MGMT_LIMIT",),
         lambda a, h, w: {"DCGM_FI_DEV_POWER_MGMT_LIMIT": a.nvmlDeviceGetPowerManagementLimit(h) / 1000.0},
-        slow=True,
+        every=SETTING_INTERVAL,
     ),
     Reader(
         "vgpu_license",
         ("DCGM_FI_DEV_VGPU_LICENSE_STATUS",),
         lambda a, h, w: {"DCGM_FI_DEV_VGPU_LICENSE_STATUS": _vgpu_license(a, h)},
-        slow=True,
+        every=SETTING_INTERVAL,
     ),
 )
 

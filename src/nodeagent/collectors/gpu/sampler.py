@@ -99,7 +99,8 @@ class Sampler:
         if self.selection.exporter_enabled(cat.EXP_CLOCK_EVENTS_COUNT.name):
             needed.add(rd.CLOCK_REASONS)
         self.needed = frozenset(needed)
-        self.source = NvidiaSource(self.needed, self.selection.label_fields, clock, settings.reprobe_interval)
+        self.source = NvidiaSource(self.needed, self.selection.label_fields, clock, settings.reprobe_interval,
+                                   settings.process_interval)
         self.needs_processes = settings.job_attribution or settings.process_metrics
         self.xids = XidTracker(min(settings.xid_count_window_ms / 1000.0, _DCGM_MAX_KEEP_AGE))
         self.events = XidSources(host, self.xids, XidLogLimiter(_XID_LOG_PERIOD), clock, threads,

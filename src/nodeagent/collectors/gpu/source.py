@@ -59,19 +59,21 @@ class DiscoveredGpu:
 
 class NvidiaSource:
     def __init__(self, needed: frozenset[str], label_fields: tuple[str, ...], clock: Callable[[], float],
-                 reprobe_interval: float) -> None:
+                 reprobe_interval: float, process_interval: float = 0.0) -> None:
         self.needed = needed
         self.label_fields = label_fields
         self.clock = clock
         self.reprobe_interval = reprobe_interval
+        self.process_interval = process_interval
+        self._processes: dict[int, tuple[float, list[GpuProcess]]] = {}
         self.readers = rd.readers_for(sorted(needed))
         self.mig_readers = [r for r in self.readers if r.mig]
         self._unsupported: dict[tuple[int, int | None], set[str]] = {}
         self._new_unsupported: dict[tuple[str, str], list[str]] = {}
         self._reprobe_at = clock() + reprobe_interval
         self._errors: dict[tuple[int, str], str] = {}
-        # (gpu, gi) -> reader key -> (read at, values): administrators' settings
-        self._slow: dict[tuple[int, int | None], dict[str, tuple[float, dict[str, Value]]]] = {}
+        # (gpu, gi) -> reader key -> (read at, values), for readers read every N seconds
+        self._kept: dict[tuple[int, int | None], dict[str, tuple[float, dict[str, Value]]]] = {}
 
     # ---- start-up and discovery ------------------------------------------------------
     def system_labels(self, api: NvmlApi) -> dict[str, str]:
@@ -169,8 +171,9 @@ class NvidiaSource:
         """The GPU's MIG layout changed: what it supports may have too."""
         for key in [k for k in self._unsupported if k[0] == gpu]:
             del self._unsupported[key]
-        for key in [k for k in self._slow if k[0] == gpu]:
-            del self._slow[key]
+        for key in [k for k in self._kept if k[0] == gpu]:
+            del self._kept[key]
+        self._processes.pop(gpu, None)
 
     # ---- reads -------------------------------------------------------------------------
     def begin_cycle(self) -> None:
@@ -211,7 +214,7 @@ class NvidiaSource:
         readers = self.readers if gi is None else self.mig_readers
         values: dict[str, Value] = {}
         unsupported = self.unsupported(gpu, gi)
-        slow = self._slow.setdefault((gpu, gi), {})
+        kept_values = self._kept.setdefault((gpu, gi), {})
         now = self.clock()
         answered = False
         failure: BaseException | None = None
@@ -219,8 +222,8 @@ class NvidiaSource:
             wanted = tuple(f for f in reader.fields if f in self.needed and f not in unsupported)
             if not wanted:
                 continue
-            kept = slow.get(reader.key)
-            if kept is not None and now - kept[0] < rd.SLOW_INTERVAL:
+            kept = kept_values.get(reader.key)
+            if kept is not None and now - kept[0] < reader.every:
                 values.update(kept[1])
                 continue
             try:
@@ -237,8 +240,8 @@ class NvidiaSource:
             answered = True
             self._errors.pop((gpu, reader.key), None)
             got = self._accept(gpu, gi, reader.key, wanted, result)
-            if reader.slow:
-                slow[reader.key] = (now, got)
+            if reader.every:
+                kept_values[reader.key] = (now, got)
             values.update(got)
         if failure is not None and not answered and gi is None:
             raise GpuLost(f"every read failed: {type(failure).__name__}: {failure}")
@@ -263,9 +266,15 @@ class NvidiaSource:
         return got
 
     def processes(self, api: NvmlApi, gpu: DiscoveredGpu) -> list[GpuProcess] | None:
-        """The GPU's compute processes; None when they cannot be read this cycle."""
+        """The GPU's compute processes, read every process_interval seconds
+        (the query walks every context on the GPU: slow on a loaded one);
+        None when they cannot be read."""
         if PROCESSES in self.unsupported(gpu.index, None):
             return None
+        now = self.clock()
+        kept = self._processes.get(gpu.index)
+        if kept is not None and now - kept[0] < self.process_interval:
+            return kept[1]
         try:
             procs = api.nvmlDeviceGetComputeRunningProcesses(gpu.handle)
         except pynvml.NVMLError_GpuIsLost:
@@ -282,6 +291,7 @@ class NvidiaSource:
             gi = getattr(p, "gpuInstanceId", None)
             out.append(GpuProcess(int(p.pid), int(p.usedGpuMemory or 0),
                                   None if gi is None or gi == NO_INSTANCE else int(gi)))
+        self._processes[gpu.index] = (now, out)
         return out
 
 
