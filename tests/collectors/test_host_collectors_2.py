@@ -25,12 +25,13 @@ from nodeagent.collectors.host.schedstat import SchedstatCollector
 from nodeagent.collectors.host.softnet import SoftnetCollector
 from nodeagent.collectors.host.systime import TimeCollector
 from nodeagent.collectors.host.textfile import TextfileCollector
-from nodeagent.collectors.host.timex import TimexCollector
+from nodeagent.collectors.host.timex import TimexCollector, TimexRefused
 from nodeagent.collectors.host.uname import UnameCollector
 from nodeagent.config import Config, PathsConfig
 from nodeagent.exposition import render
 from nodeagent.host import Host, Roots
 from nodeagent.registry import CollectorContext, NoOptions
+from nodeagent.supervise import Supervisor
 
 P5 = Path(__file__).resolve().parent.parent / "fixtures" / "p5"
 
@@ -186,12 +187,29 @@ def test_timex():
     assert len(got) == 17
 
 
-def test_timex_without_permission_reports_nothing():
-    class Denied(Host):
-        def adjtimex(self):
-            raise PermissionError(1, "Operation not permitted")
+class DeniedClockHost(Host):
+    """A host whose adjtimex is refused, as nspawn's default seccomp filter does."""
 
-    assert run(TimexCollector, Denied()) == []
+    def adjtimex(self):
+        raise PermissionError(1, "Operation not permitted")
+
+
+def test_timex_refused_is_a_failure():
+    with pytest.raises(TimexRefused, match=r"adjtimex\(2\) refused .*SystemCallFilter"):
+        run(TimexCollector, DeniedClockHost())
+
+
+def test_timex_refused_reports_success_0_and_no_series():
+    """Through the supervisor, as a scrape sees it: node_scrape_collector_success 0."""
+    sup = Supervisor("host", [TimexCollector(DeniedClockHost(), NoOptions())], timeout=5.0)
+    try:
+        (result,) = sup.run_all()
+        success = samples(sup.meta_families([result]))["node_scrape_collector_success"]
+    finally:
+        sup.close()
+    assert result.families == [] and not result.success
+    assert "EPERM" in (result.error or "")
+    assert success == {("timex",): 0.0}
 
 
 def test_timex_of_this_machine():

@@ -38,6 +38,10 @@ def timex_values(tx: dict[str, int]) -> list[tuple[MetricSpec, float]]:
     ]
 
 
+class TimexRefused(RuntimeError):
+    """adjtimex(2) was refused: the collector fails rather than report nothing."""
+
+
 @register
 class TimexCollector(Collector):
     name = "timex"
@@ -48,11 +52,16 @@ class TimexCollector(Collector):
     def collect(self) -> list[MetricFamily]:
         try:
             tx = self.host.adjtimex()
-        except PermissionError:
-            return []
         except OSError as e:
-            if e.errno == errno.EPERM:
-                return []
+            # A refused adjtimex (a seccomp filter such as a container's, or a
+            # unit's SystemCallFilter without adjtimex) is a failure, as in
+            # node_exporter: success 0 and no series, so dashboards do not read
+            # "no node_timex_* series" as a healthy clock.
+            if e.errno in (errno.EPERM, errno.EACCES):
+                raise TimexRefused(
+                    f"adjtimex(2) refused ({errno.errorcode[e.errno]}): a system call filter blocks it; "
+                    "allow adjtimex and clock_adjtime (SystemCallFilter=adjtimex clock_adjtime)"
+                ) from e
             raise
         families = []
         for spec, value in timex_values(tx):
