@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from nodeagent.host import Host
@@ -99,6 +99,8 @@ class CollectorContext:
 
     config: Any = None
     role: str = "compute"
+    # state the collectors of one build share (the Slurm pollers' common start)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, type[Collector]] = {}

@@ -299,6 +299,9 @@ class LocalSlurm:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Cancel jobs, shut down, wait on every PID; SIGKILL after timeout."""
+        for proc in self._procs.values():  # a paused daemon would ignore the shutdown
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
         if self.alive("slurmctld"):
             self.cancel_all()
             with contextlib.suppress(subprocess.SubprocessError):
@@ -321,6 +324,13 @@ class LocalSlurm:
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP a daemon: a hung slurmctld, whose clients wait for ever."""
+        self._procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self._procs[name].send_signal(signal.SIGCONT)
 
     @staticmethod
     def _terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:

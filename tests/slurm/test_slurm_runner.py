@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from slurm_helpers import make_collector, pid_alive, samples
+from slurm_helpers import make_collector, make_collectors, pid_alive, samples
 
 from nodeagent.collectors.slurm.poller import SlurmUnavailable
 from nodeagent.collectors.slurm.runner import SlurmRunner, command_env
@@ -259,6 +259,78 @@ def test_first_scrape_waits_a_bounded_time(fake_bin: FakeBin) -> None:
         c.collect()
     assert time.monotonic() - started < 1.0
     c.close()
+
+
+ALL_SLURM = (SinfoCollector, SqueueCollector, SdiagCollector, SshareCollector)
+
+
+def _hang_all(fake_bin: FakeBin) -> Path:
+    for name in ("sinfo", "squeue", "sdiag"):
+        fake_bin(name, "exec sleep 600\n")
+    return fake_bin("sshare", "exec sleep 600\n")
+
+
+def test_first_waits_overlap_in_one_scrape(fake_bin: FakeBin) -> None:
+    """Every command hangs: the supervisor calls the four collectors one
+    after another, and their first-collection waits share one deadline, so
+    the first scrape takes one wait, not four."""
+    bin_dir = _hang_all(fake_bin)
+    collectors = make_collectors(ALL_SLURM, bin_dir=str(bin_dir), first_collection_wait=1.0, command_timeout=30)
+    sup = Supervisor("slurm", collectors, timeout=5.0)
+    try:
+        started = time.monotonic()
+        results = sup.run_all()
+        elapsed = time.monotonic() - started
+        assert 0.9 < elapsed < 1.5, f"first scrape took {elapsed:.2f}s"
+        assert [r.success for r in results] == [False] * 4
+        assert all("no collection finished yet" in (r.error or "") for r in results)
+        # the four commands ran side by side from the start
+        assert all(c._thread is not None and c._thread.is_alive() for c in collectors)
+        # and stop kills them at once (sinfo, sdiag and sshare too, not only squeue)
+        started = time.monotonic()
+        sup.close()
+        assert time.monotonic() - started < 0.5
+        assert not any(c._thread.is_alive() for c in collectors)
+    finally:
+        sup.close()
+
+
+def test_pollers_start_together(fake_bin: FakeBin) -> None:
+    """The first collect() of any one starts them all: the others' first
+    collections are under way before the supervisor reaches them."""
+    fake_bin("sshare", "exec sleep 600\n")
+    fake_bin("sinfo", SINFO_PARTITIONS)  # squeue lists the partitions first
+    fake_bin("squeue", "exit 0\n")
+    bin_dir = fake_bin("sdiag", "echo 'Server thread count: 3'\n")
+    collectors = make_collectors((SshareCollector, SqueueCollector, SdiagCollector), bin_dir=str(bin_dir),
+                                 first_collection_wait=1.0, command_timeout=30)  # fmt: skip
+    try:
+        with pytest.raises(SlurmUnavailable):
+            collectors[0].collect()  # the hung sshare: waits the whole second
+        started = time.monotonic()
+        for c in collectors[1:]:
+            c.collect()  # already collected during sinfo's wait: no wait
+        assert time.monotonic() - started < 0.2
+    finally:
+        for c in collectors:
+            c.close()
+
+
+def test_first_wait_capped_below_collectors_timeout(fake_bin: FakeBin) -> None:
+    """first_collection_wait above collectors.timeout would make the first
+    scrape overrun it: the wait is capped at 80 % of the timeout."""
+    bin_dir = _hang_all(fake_bin)
+    collectors = make_collectors(ALL_SLURM, timeout=1.0, bin_dir=str(bin_dir), first_collection_wait=30.0,
+                                 command_timeout=60)  # fmt: skip
+    sup = Supervisor("slurm", collectors, timeout=1.0)
+    try:
+        started = time.monotonic()
+        results = sup.run_all()
+        elapsed = time.monotonic() - started
+        assert 0.7 < elapsed < 1.0, f"first scrape took {elapsed:.2f}s"
+        assert all("no collection finished yet" in (r.error or "") for r in results)
+    finally:
+        sup.close()
 
 
 def test_slurm_section_of_the_config_file() -> None:

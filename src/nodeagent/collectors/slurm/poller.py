@@ -6,11 +6,20 @@ collect() raises while the last poll failed (slurmctld down, a command that
 timed out or exited non-zero), so the supervisor reports the collector's
 success as 0; the other Slurm collectors keep serving. A failure is logged
 when the state changes (ok -> failing, failing -> ok), not once per interval.
+
+The pollers of one agent start together, on the first collect() of any of
+them, and wait for their first collections against one common deadline:
+the supervisor calls the collectors one after another, and separate waits
+would add up (four collectors and a hung slurmctld made the first scrape of
+:9341 take four times slurm.first_collection_wait). The deadline is also
+capped below collectors.timeout, so the first scrape after start is served
+within collectors.timeout whatever slurmctld does.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +42,56 @@ class SlurmUnavailable(RuntimeError):
 def slurm_settings(context: CollectorContext) -> SlurmSettings:
     settings = getattr(context.config, "slurm", None)
     return settings if isinstance(settings, SlurmSettings) else SlurmSettings()
+
+
+# the first-collection wait leaves this share of collectors.timeout to the
+# rest of the scrape (rendering, the agent's own metrics)
+FIRST_WAIT_SHARE_OF_TIMEOUT = 0.8
+
+
+def first_wait(context: CollectorContext, settings: SlurmSettings) -> float:
+    """slurm.first_collection_wait, capped below collectors.timeout."""
+    wait = settings.first_collection_wait
+    timeout = getattr(getattr(context.config, "collectors", None), "timeout", None)
+    if isinstance(timeout, (int, float)) and timeout > 0:
+        wait = min(wait, timeout * FIRST_WAIT_SHARE_OF_TIMEOUT)
+    return wait
+
+
+class CommonStart:
+    """The Slurm pollers of one agent: started together, one deadline for
+    their first collections (see the module's docstring)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self._pollers: list[PolledSlurmCollector] = []
+        self._deadline: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, context: CollectorContext, settings: SlurmSettings) -> CommonStart:
+        """The one shared by every collector built with this context."""
+        group = context.shared.get("slurm_start")
+        if not isinstance(group, CommonStart):
+            group = context.shared["slurm_start"] = cls(first_wait(context, settings))
+        return group
+
+    def add(self, poller: PolledSlurmCollector) -> None:
+        with self._lock:
+            self._pollers.append(poller)
+
+    def start(self) -> float:
+        """Start every poller (the first call only); the common deadline
+        (time.monotonic()) for their first collections."""
+        with self._lock:
+            first = self._deadline is None
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.wait
+            deadline, pollers = self._deadline, list(self._pollers)
+        if first:
+            for p in pollers:
+                p.start()
+        return deadline
 
 
 @dataclass(frozen=True)
@@ -59,6 +118,8 @@ class PolledSlurmCollector(Collector):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_run: float | None = None
+        self._common = CommonStart.of(self.context, self.settings)
+        self._common.add(self)
 
     # ---- what subclasses implement ------------------------------------------
     def poll(self) -> list[MetricFamily]:
@@ -134,8 +195,9 @@ class PolledSlurmCollector(Collector):
             self._stop.wait(max(interval - elapsed, 0.0))
 
     def collect(self) -> list[MetricFamily]:
+        deadline = self._common.start()
         self.start()
-        if not self._first.wait(self.settings.first_collection_wait):
+        if not self._first.wait(max(deadline - time.monotonic(), 0.0)):
             raise SlurmUnavailable(f"{self.command}: no collection finished yet")
         with self._lock:
             snap, error = self._snapshot, self._error

@@ -70,8 +70,13 @@ class SlurmRunner:
         return [self.binary(), *args]
 
     def run(self, args: Sequence[str]) -> CommandResult:
-        """Run to completion (small outputs: sinfo, sdiag, sshare)."""
-        return self.host.run(self.argv(args), timeout=self.settings.command_timeout, env=command_env(self.settings))
+        """Run to completion (small outputs: sinfo, sdiag, sshare). Through
+        stream(), so that close() kills it too: a hung slurmctld must not
+        hold up the agent's stop, a reload or `--once` for command_timeout."""
+        chunks: list[bytes] = []
+        duration = self.stream(args, chunks.append)
+        stdout = b"".join(chunks).decode("utf-8", errors="replace")
+        return CommandResult(self.argv(args), 0, stdout, "", duration)
 
     def stream(self, args: Sequence[str], consume: Callable[[bytes], None]) -> float:
         """Run and hand stdout to `consume` in chunks as it arrives (squeue with

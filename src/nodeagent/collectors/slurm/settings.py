@@ -40,8 +40,10 @@ class SlurmSettings:
     # background, never once per scrape, so several Prometheus servers cannot
     # multiply the load on slurmctld
     interval: float = field(default=60.0, metadata={"check": check_interval})
-    # how long the first scrape after start waits for the first collection
-    # (seconds); keep it below collectors.timeout
+    # how long the first scrape after start waits for the first collections
+    # (seconds); the Slurm collectors start together and wait against one
+    # deadline, capped at 80 % of collectors.timeout, so the first scrape is
+    # served within collectors.timeout even with slurmctld hung
     first_collection_wait: float = field(default=4.0, metadata={"check": check_timeout})
     # count jobs that finished within slurmctld's MinJobAge (completed, failed,
     # timeout, ...) as well as the active ones (squeue --states=all)
