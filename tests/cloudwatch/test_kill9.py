@@ -70,7 +70,7 @@ def test_kill9_during_outage_then_replay(tmp_path: Path, proxy: FaultProxy, cw: 
     published += [int(line.split()[1]) for line in p.stdout.read().splitlines() if line.startswith("published")]
     assert p.returncode == -signal.SIGKILL
     assert proxy.delivered() == []  # nothing got through during the outage
-    spooled = list((tmp_path / "state" / "spool").glob("*.seg"))
+    spooled = list((tmp_path / "state" / "spool" / "head").glob("*.seg"))
     assert spooled, "nothing was spooled"
 
     proxy.set_mode("pass")

@@ -97,7 +97,7 @@ def test_login_agent_publishes_the_host_summary(tmp_path: Path, proxy: FaultProx
 def test_agent_kill9_during_outage_loses_nothing(tmp_path: Path, proxy: FaultProxy) -> None:
     proxy.set_mode("error500")
     first = Agent(tmp_path, proxy, 1)
-    spool = tmp_path / "state" / "spool"
+    spool = tmp_path / "state" / "spool" / "login"  # the login role's own spool
     try:
         wait_for(lambda: len(list(spool.glob("*.seg"))) >= 3, timeout=20, what="three spooled publishes")
     finally:

@@ -165,7 +165,7 @@ def test_dark_outage_kill9_restart_recover_accounting(
     for k, v in aws_test_env().items():
         monkeypatch.setenv(k, v)
     proxy = FaultProxy(moto_url).start()
-    spool = tmp_path / "state" / "spool"
+    spool = tmp_path / "state" / "spool" / "login"  # the login role's own spool
     watcher = SpoolWatcher(spool)
     watcher.start()
     start = time.time() - 120

@@ -47,10 +47,12 @@ def build_sinks(config: Config, role: str, host: Host) -> list[Sink]:
     if not cloudwatch_enabled(config, role):
         return []
     from nodeagent.sinks.cloudwatch import CloudWatchSink, default_spool_dir
+    from nodeagent.sinks.role_spool import role_spool_dir
     from nodeagent.sinks.spool import SpoolLocked
 
     cw = config.cloudwatch
-    spool_dir = cw.spool_dir or default_spool_dir(config.paths.state_dir)
+    # each role its own spool: a role change never sends the old role's data
+    spool_dir = role_spool_dir(cw.spool_dir or default_spool_dir(config.paths.state_dir), role)
     try:
         sink = CloudWatchSink(
             cw,

@@ -97,10 +97,10 @@ class CloudWatchSettings:
     # metrics stored at 1-second resolution (CloudWatch or Prometheus names);
     # useful only with an interval below 60 s, and billed as high-resolution
     high_resolution: tuple[str, ...] = ()
-    # on-disk spool of datums not yet accepted by CloudWatch;
-    # default: <paths.state_dir>/spool
+    # on-disk spool of datums not yet accepted by CloudWatch, one directory
+    # per role (<spool_dir>/<role>); default: <paths.state_dir>/spool
     spool_dir: str | None = None
-    # spool size cap (bytes, compressed); beyond it the oldest data is dropped
+    # spool size cap per role (bytes, compressed); beyond it the oldest data is dropped
     # and counted in nodeagent_cloudwatch_datums_dropped_total{reason="spool_full"}
     spool_max_bytes: int = field(default=256 << 20, metadata={"check": _check_spool_bytes})
     # fsync each spool segment and the spool directory (survives power loss, not only kill -9)

@@ -45,7 +45,7 @@ from nodeagent.sinks.mapping import Datum
 log = structlog.get_logger(__name__)
 
 FORMAT_VERSION = 1
-_SEGMENT = re.compile(r"^(\d{12})-(\d{1,16})-(\d{1,9})\.seg$")
+SEGMENT_NAME = re.compile(r"^(\d{12})-(\d{1,16})-(\d{1,9})\.seg$")
 LOCK_NAME = "lock"
 CURSOR_NAME = "cursor"
 
@@ -131,7 +131,7 @@ class Spool:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)  # a write that never finished: that publish never returned
                 continue
-            m = _SEGMENT.match(entry.name)
+            m = SEGMENT_NAME.match(entry.name)
             if m is None:
                 continue
             try:
