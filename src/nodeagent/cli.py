@@ -11,7 +11,7 @@ from nodeagent import __version__, registry
 from nodeagent.config import Config, load_config
 from nodeagent.daemon import EX_CONFIG, Agent, Daemon, host_from_config, resolve_role
 from nodeagent.exposition import render
-from nodeagent.log import setup_logging
+from nodeagent.log import journal_stderr, setup_logging
 from nodeagent.model import merge_families
 from nodeagent.roles import ROLE_TABLE, RoleError
 from nodeagent.settings import ConfigError
@@ -122,6 +122,7 @@ def cmd_once(cfg: Config, role: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    journal_stderr()  # under systemd: each stderr line reaches the journal with its priority
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     if command == "collectors":
