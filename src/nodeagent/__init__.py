@@ -1,3 +1,3 @@
 """nodeagent: one monitoring agent for GPU cluster nodes."""
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"

@@ -5,7 +5,11 @@ it, idempotently (a second run with the same arguments changes nothing):
 
 - the config: FILE is validated, then copied to /etc/nodeagent/config.yaml
   (a file it replaces is kept as config.yaml.pre-install); without --config
-  the config already there is validated;
+  the config already there is validated, and where there is none the
+  defaults file (data/config.yaml, all comments) is written, as the unit
+  names that path. The file is the operator's: the .deb ships its defaults in
+  /usr/share/nodeagent/config.yaml, not as a dpkg conffile, so a package
+  upgrade never prompts about it;
 - the units: the .deb ships nodeagent@.service and its per-role drop-ins in
   /usr/lib/systemd/system; where no such unit exists (a pip install) they are
   written to /etc/systemd/system from the copies in the package, with
@@ -18,9 +22,11 @@ What install did is recorded in /etc/nodeagent/.install.json (root's: the
 service user writes /var/lib/nodeagent, so nothing root acts on lives
 there), so that uninstall reverses it: it disables and stops every instance,
 removes the units install wrote (those carrying its mark) and restores (or
-removes) the config. uninstall only ever touches the fixed paths below; the
-record says which of them to act on, never which paths. A record an earlier
-version kept in /var/lib/nodeagent is read once, as cautiously, then removed.
+removes) the config; with keep_config (the .deb's prerm) the config is left
+as it is, as dpkg keeps configuration on removal: the purge removes it.
+uninstall only ever touches the fixed paths below; the record says which of
+them to act on, never which paths. A record an earlier version kept in
+/var/lib/nodeagent is read once, as cautiously, then removed.
 
 `root` points every path at another tree (tests, image builds); systemd is
 then driven with `systemctl --root`, which enables without starting.
@@ -80,6 +86,12 @@ class InstallError(Exception):
 
 def instance(role: str) -> str:
     return f"nodeagent@{role}.service"
+
+
+def default_config_text() -> str:
+    """The defaults file: every setting commented out, so the code's defaults
+    apply (the .deb's /usr/share/nodeagent/config.yaml is the same file)."""
+    return (resources.files("nodeagent") / "data" / "config.yaml").read_text(encoding="utf-8")
 
 
 def packaged_unit_text(name: str, exec_path: str = PACKAGED_EXEC) -> str:
@@ -293,7 +305,10 @@ def _install_config(s: _Session, config_path: str | None) -> None:
         try:
             text = target.read_text(encoding="utf-8")
         except FileNotFoundError:
-            s.say(f"no {s.show(target)}: the role's defaults apply")
+            # the unit passes --config with this path: it must exist
+            s.write_if_changed(target, default_config_text())
+            s.manifest.setdefault("config", {}).setdefault("created", True)
+            s.say(f"wrote {s.show(target)} (all comments: the role's defaults apply)")
             return
         error = _validate_config(text, s.show(target))
         if error:
@@ -429,10 +444,12 @@ def uninstall(
     root: str = "/",
     systemctl: str = "/usr/bin/systemctl",
     systemd_running: bool | None = None,
+    keep_config: bool = False,
     out: TextIO | None = None,
 ) -> int:
     """Reverse install: disable and stop every nodeagent@ instance, remove the
-    units install wrote and restore the config it replaced. 0 done, 1 failed."""
+    units install wrote and restore the config it replaced (with keep_config,
+    leave the config and its backup as they are). 0 done, 1 failed."""
     r = Path(root).resolve()
     s = _Session(
         root=r,
@@ -460,7 +477,12 @@ def uninstall(
                 _remove_ours(s, p)
         cfg_state = s.manifest.get("config", {})
         target = s.path(CONFIG_FILE)
-        if cfg_state.get("backup") == CONFIG_BACKUP:
+        if keep_config:
+            # the package's removal: configuration stays until the purge, and
+            # nothing older (a backup of an earlier default) comes back
+            if target.is_file():
+                s.say(f"kept {s.show(target)}")
+        elif cfg_state.get("backup") == CONFIG_BACKUP:
             backup = s.path(CONFIG_BACKUP)
             if backup.is_file():
                 os.replace(backup, target)
@@ -490,10 +512,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_install.add_argument("--role", required=True, choices=(*ROLES, "auto"))
     p_install.add_argument("--config", default=None)
     p_install.add_argument("--no-start", action="store_true")
-    sub.add_parser("uninstall")
+    p_uninstall = sub.add_parser("uninstall")
+    p_uninstall.add_argument("--keep-config", action="store_true",
+                             help="leave /etc/nodeagent/config.yaml as it is (the package's removal)")
     args = parser.parse_args(argv)
     if args.command == "install":
         return install(args.role, args.config, start=not args.no_start)
+    if args.keep_config:
+        return uninstall(keep_config=True)
     return uninstall()
 
 

@@ -17,7 +17,8 @@ import yaml
 from pkgtools import CONFIG, PACKAGING, REPO, dummy_deb, make_fakes
 
 SCRIPTS = sorted([*CONFIG.rglob("*.sh"), *PACKAGING.glob("*.sh")])
-MAINTAINER_SCRIPTS = [PACKAGING / "debian" / f"nodeagent{s}" for s in (".postinst", ".prerm", ".postrm", "-slurm-health")]
+MAINTAINER_SCRIPTS = [PACKAGING / "debian" / f"nodeagent{s}"
+                      for s in (".preinst", ".postinst", ".prerm", ".postrm", "-slurm-health")]
 NODE_TYPES = {"HeadNode": "head", "ComputeFleet": "compute", "LoginNode": "login"}
 
 
@@ -30,7 +31,7 @@ def test_shellcheck(script: Path) -> None:
 
 
 def test_scripts_are_executable() -> None:
-    sourced = {CONFIG / "environment-variables.sh"}
+    sourced = {CONFIG / "environment-variables.sh", PACKAGING / "chroot-lib.sh"}
     for script in {*CONFIG.glob("*.sh"), *CONFIG.glob("*/setup-*.sh"), *PACKAGING.glob("*.sh")} - sourced:
         assert os.access(script, os.X_OK), script
 

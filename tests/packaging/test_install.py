@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 from pkgtools import REPO, SYSTEMD
 
-from nodeagent.install import LEGACY_MANIFEST, MANIFEST, WRITTEN_MARK, install, main, uninstall
+from nodeagent.install import (
+    LEGACY_MANIFEST,
+    MANIFEST,
+    WRITTEN_MARK,
+    default_config_text,
+    install,
+    main,
+    uninstall,
+)
 
 SYSTEMCTL = shutil.which("systemctl") or "/usr/bin/systemctl"
 needs_systemctl = pytest.mark.skipif(not os.path.exists(SYSTEMCTL), reason="systemctl not installed")
@@ -98,7 +106,50 @@ def test_packaged_units_are_used_not_copied(tmp_path: Path) -> None:
     assert not (root / "etc/systemd/system/nodeagent@.service").exists()
     link = root / "etc/systemd/system/multi-user.target.wants/nodeagent@login.service"
     assert os.readlink(link) == "/usr/lib/systemd/system/nodeagent@.service"
-    assert "no /etc/nodeagent/config.yaml" in out
+    # the unit names /etc/nodeagent/config.yaml: the defaults file is written
+    assert (root / "etc/nodeagent/config.yaml").read_text() == default_config_text()
+    assert "wrote /etc/nodeagent/config.yaml" in out
+
+
+@needs_systemctl
+def test_defaults_file_written_by_install_goes_with_uninstall(tmp_path: Path) -> None:
+    root = packaged_root(tmp_path / "root")
+    before = tree(root)
+    assert run_install(root, "compute")[0] == 0
+    assert json.loads((root / MANIFEST).read_text())["config"] == {"created": True}
+    assert run_uninstall(root)[0] == 0
+    assert tree(root) == before
+
+
+def test_defaults_file_is_valid_and_all_comments() -> None:
+    from nodeagent.config import parse_config
+
+    text = default_config_text()
+    parse_config(text, "data/config.yaml")
+    assert all(not line or line.startswith("#") for line in text.splitlines())
+    # the .deb ships the same file as its default, not in /etc
+    install_list = (REPO / "packaging/debian/nodeagent.install").read_text()
+    assert "src/nodeagent/data/config.yaml usr/share/nodeagent/" in install_list
+    assert " etc/" not in install_list
+
+
+@needs_systemctl
+def test_uninstall_keep_config_leaves_the_config_and_restores_nothing(tmp_path: Path) -> None:
+    """The package's removal: an earlier default kept as the backup must not
+    come back over the operator's config; the purge removes both."""
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text("# an earlier package's default\n")
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "compute", config)[0] == 0
+    rc, out = run_uninstall(root, keep_config=True)
+    assert rc == 0, out
+    assert (root / "etc/nodeagent/config.yaml").read_text() == GOOD_CONFIG
+    assert (root / "etc/nodeagent/config.yaml.pre-install").is_file()  # for the purge
+    assert not (root / MANIFEST).exists()
+    assert not list((root / "etc/systemd/system").rglob("nodeagent@*"))
+    assert "kept /etc/nodeagent/config.yaml" in out
 
 
 @needs_systemctl
@@ -359,11 +410,12 @@ def test_module_main_for_maintainer_scripts(tmp_path: Path, monkeypatch: pytest.
     seen: list[object] = []
     monkeypatch.setattr("nodeagent.install.uninstall", lambda **kw: seen.append(kw) or 0)
     assert main(["uninstall"]) == 0 and seen == [{}]
+    assert main(["uninstall", "--keep-config"]) == 0 and seen == [{}, {"keep_config": True}]
 
 
 def test_prerm_calls_the_module() -> None:
     prerm = (REPO / "packaging/debian/nodeagent.prerm").read_text()
-    assert "from nodeagent.install import main" in prerm and 'main(["uninstall"])' in prerm
+    assert "from nodeagent.install import main" in prerm and 'main(["uninstall", "--keep-config"])' in prerm
 
 
 def test_postrm_purge_removes_the_install_record() -> None:
