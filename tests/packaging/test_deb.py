@@ -13,6 +13,7 @@ chroots from Debian's and Ubuntu's archives."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import re
@@ -71,6 +72,36 @@ def test_metadata(deb: Path) -> None:
 def deb_paths(deb: Path) -> set[str]:
     listing = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
     return {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+
+
+def deb_file(deb: Path, path: str) -> bytes:
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        f = t.extractfile("." + path)
+        assert f is not None, path
+        return f.read()
+
+
+DOC = "/usr/share/doc/nodeagent"
+
+
+def test_docs_in_usr_share_doc(deb: Path) -> None:
+    """The example config, the metrics catalogue and the Grafana dashboards,
+    as they are in the repository (the dashboards and the example
+    uncompressed, to be imported or copied as they are)."""
+    paths = deb_paths(deb)
+    dashboards = sorted(p.name for p in (REPO / "config/grafana").glob("*.json"))
+    assert len(dashboards) == 3
+    shipped = {p.removeprefix(f"{DOC}/examples/grafana/") for p in paths
+               if p.startswith(f"{DOC}/examples/grafana/") and not p.endswith("/")}
+    assert sorted(shipped) == dashboards
+    for name in dashboards:
+        assert deb_file(deb, f"{DOC}/examples/grafana/{name}") == (REPO / "config/grafana" / name).read_bytes()
+    assert deb_file(deb, f"{DOC}/examples/nodeagent.example.yaml") == (
+        REPO / "config/nodeagent.example.yaml").read_bytes()
+    assert gzip.decompress(deb_file(deb, f"{DOC}/metrics.md.gz")) == (REPO / "docs/metrics.md").read_bytes()
+    assert deb_file(deb, "/usr/share/nodeagent/config.yaml") == (
+        REPO / "src/nodeagent/data/config.yaml").read_bytes()
 
 
 def test_contents(deb: Path) -> None:
