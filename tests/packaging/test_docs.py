@@ -1,11 +1,186 @@
-"""The files the .deb ships under /usr/share/doc/nodeagent are listed in
-debian/ and staged by build-deb.sh (test_deb.py lists the built .deb)."""
+"""The package's documentation cannot drift from the program:
+
+- the man page (packaging/debian/nodeagent.1) is compared with the argparse
+  parser: every subcommand has a synopsis line and a subsection, every option
+  of every (sub)parser is in its command's synopsis line and described, as a
+  tagged paragraph in its command's subsection or under OPTIONS, and the
+  synopsis names no option the parser lacks. Options hidden from --help
+  (help=argparse.SUPPRESS) are test hooks and left out. An uppercase word in
+  a documented option stands for a family (`--collector.NAME` documents
+  `--collector.cpu`);
+- the files the .deb ships under /usr/share/doc/nodeagent are listed in
+  debian/ and staged by build-deb.sh (test_deb.py lists the built .deb).
+"""
 
 from __future__ import annotations
 
+import argparse
 import re
+import shutil
+import subprocess
+from collections.abc import Iterator
 
+import pytest
 from pkgtools import PACKAGING, REPO
+
+from nodeagent import __version__
+from nodeagent.cli import build_parser
+
+MAN = PACKAGING / "debian" / "nodeagent.1"
+
+# ---- the man page ----------------------------------------------------------------------
+OPTION = re.compile(r"(?<![\w/.-])--?[A-Za-z0-9][A-Za-z0-9_.-]*")
+PLACEHOLDER = re.compile(r"[A-Z]{2,}[A-Z0-9_]*")
+
+
+def plain(roff: str) -> str:
+    """roff source as text: font escapes dropped, `\\-` as `-`."""
+    return re.sub(r"\\f(\[[^\]]*\]|\(..|.)", "", roff).replace("\\-", "-")
+
+
+def options_in(text: str) -> set[str]:
+    return {m.group().rstrip(".-") for m in OPTION.finditer(plain(text))}
+
+
+def split_on(roff: str, macro: str) -> dict[str, str]:
+    """Body of each `.SH NAME` (or `.SS NAME`) of the source, by name."""
+    parts: dict[str, str] = {}
+    name = None
+    for line in roff.splitlines():
+        if line.startswith(macro + " "):
+            name = plain(line[len(macro) + 1:]).strip().strip('"')
+            parts[name] = ""
+        elif name is not None:
+            parts[name] += line + "\n"
+    return parts
+
+
+def tagged_options(body: str) -> set[str]:
+    """Options named in the tag line of each `.TP` paragraph."""
+    lines = body.splitlines()
+    return {opt for i, line in enumerate(lines[:-1]) if line.strip() == ".TP" for opt in options_in(lines[i + 1])}
+
+
+def synopsis_lines(synopsis: str) -> dict[str, set[str]]:
+    """Options on each synopsis line, by command ("" for the daemon's lines)."""
+    out: dict[str, set[str]] = {}
+    for chunk in synopsis.split("\n.br\n"):
+        words = plain(" ".join(line.split(" ", 1)[-1] for line in chunk.splitlines())).replace('"', " ").split()
+        assert words and words[0] == "nodeagent", chunk
+        command = []
+        for w in words[1:]:
+            if w.startswith("-") or w.startswith("["):
+                break
+            command.append(w)
+        out.setdefault(" ".join(command), set()).update(options_in(chunk))
+    return out
+
+
+def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[str, argparse.ArgumentParser]]:
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk(sub, (*path, name))
+
+
+def parser_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        opt
+        for action in parser._actions
+        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+        and action.help != argparse.SUPPRESS
+        for opt in action.option_strings
+    }
+
+
+def documented(option: str, names: set[str]) -> bool:
+    if option in names:
+        return True
+    for name in names:
+        if PLACEHOLDER.search(name):
+            pattern = "[a-z0-9_-]+".join(re.escape(part) for part in PLACEHOLDER.split(name))
+            if re.fullmatch(pattern, option):
+                return True
+    return False
+
+
+def man_gaps(parser: argparse.ArgumentParser, roff: str) -> list[str]:
+    """What the man page lacks or has too much, compared with the parser."""
+    sections = split_on(roff, ".SH")
+    synopsis = synopsis_lines(sections["SYNOPSIS"])
+    commands = split_on(sections.get("COMMANDS", ""), ".SS")
+    global_tags = tagged_options(sections.get("OPTIONS", ""))
+    gaps = []
+    for command, p in walk(parser):
+        options = parser_options(p)
+        if command and command not in commands:
+            gaps.append(f"{command}: no .SS subsection under COMMANDS")
+        if command not in synopsis:
+            gaps.append(f"{command or 'nodeagent'}: no synopsis line")
+            continue
+        # the daemon's options: the `run` subsection describes them too
+        described = global_tags | tagged_options(commands.get(command or "run", ""))
+        in_synopsis = synopsis[command] if command else set().union(
+            *(v for k, v in synopsis.items() if k == ""))
+        for option in sorted(options):
+            if not documented(option, in_synopsis):
+                gaps.append(f"{command or 'nodeagent'}: {option} not in its synopsis line")
+            if not documented(option, described):
+                gaps.append(f"{command or 'nodeagent'}: {option} not described (a .TP tag in its subsection "
+                            "or under OPTIONS)")
+        for option in sorted(in_synopsis):
+            if not PLACEHOLDER.search(option) and option not in options:
+                gaps.append(f"{command or 'nodeagent'}: the synopsis names {option}, which the parser lacks")
+    known = {c for c, _ in walk(parser)}
+    gaps += [f"{c}: synopsis line of a command the parser lacks" for c in synopsis if c not in known]
+    return gaps
+
+
+def test_man_page_covers_every_subcommand_and_option() -> None:
+    parser = build_parser()
+    commands = [c for c, _ in walk(parser) if c]
+    # the walk reaches the subcommands (a walk that found nothing would pass)
+    assert {"run", "check", "install", "uninstall", "dashboard", "alarms", "cost"} <= set(commands)
+    assert "--no-start" in parser_options(dict(walk(parser))["install"])
+    assert man_gaps(parser, MAN.read_text(encoding="utf-8")) == []
+
+
+def test_man_page_check_finds_what_is_missing() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    extra = sub.add_parser("frobnicate")
+    extra.add_argument("--widget")
+    dict(walk(parser))["cost"].add_argument("--currency")
+    dict(walk(parser))["cost"].add_argument("--hidden-hook", help=argparse.SUPPRESS)
+    roff = MAN.read_text(encoding="utf-8").replace(".RB [ \\-\\-no\\-start ]\n", "")
+    gaps = man_gaps(parser, roff)
+    assert "frobnicate: no .SS subsection under COMMANDS" in gaps
+    assert "frobnicate: no synopsis line" in gaps
+    assert "cost: --currency not in its synopsis line" in gaps
+    assert any(g.startswith("cost: --currency not described") for g in gaps)
+    assert "install: --no-start not in its synopsis line" in gaps
+    assert not any("--hidden-hook" in g for g in gaps)
+    assert len(gaps) == 5, gaps
+
+
+def test_option_families_are_matched_by_placeholder() -> None:
+    assert documented("--collector.cpu", {"--collector.NAME"})
+    assert documented("--no-collector.hwmon", {"--no-collector.NAME"})
+    assert not documented("--collector.cpu", {"--collector"})
+    assert not documented("--web.listen-address", {"--collector.NAME"})
+
+
+def test_man_page_version_is_the_programs() -> None:
+    first = MAN.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith(".TH NODEAGENT 1 ") and f'"nodeagent {__version__}"' in first
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff not installed")
+def test_man_page_renders_without_warnings() -> None:
+    r = subprocess.run(["groff", "-man", "-ww", "-z", str(MAN)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
 
 
 # ---- /usr/share/doc/nodeagent ------------------------------------------------------------
