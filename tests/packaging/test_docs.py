@@ -8,6 +8,10 @@
   (help=argparse.SUPPRESS) are test hooks and left out. An uppercase word in
   a documented option stands for a family (`--collector.NAME` documents
   `--collector.cpu`);
+- the README's ```console blocks are run: `$ nodeagent ...` lines through the
+  CLI, `$ cat FILE` lines define FILE with the lines that follow; what each
+  prints must be what the README shows (NODEAGENT_UPDATE_GOLDEN=1 rewrites
+  the README);
 - the files the .deb ships under /usr/share/doc/nodeagent are listed in
   debian/ and staged by build-deb.sh (test_deb.py lists the built .deb).
 """
@@ -15,18 +19,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pkgtools import PACKAGING, REPO
 
 from nodeagent import __version__
 from nodeagent.cli import build_parser
+from nodeagent.cli import main as cli_main
 
 MAN = PACKAGING / "debian" / "nodeagent.1"
+README = REPO / "README.md"
+UPDATE = os.environ.get("NODEAGENT_UPDATE_GOLDEN") == "1"
 
 # ---- the man page ----------------------------------------------------------------------
 OPTION = re.compile(r"(?<![\w/.-])--?[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -181,6 +193,65 @@ def test_man_page_version_is_the_programs() -> None:
 def test_man_page_renders_without_warnings() -> None:
     r = subprocess.run(["groff", "-man", "-ww", "-z", str(MAN)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+# ---- README figures --------------------------------------------------------------------
+CONSOLE = re.compile(r"^```console\n(.*?)^```$", re.S | re.M)
+
+
+def replay(block: str, cwd: Path) -> str:
+    """The console block as the commands print it now."""
+    lines = block.splitlines(keepends=True)
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        prompt = lines[i]
+        assert prompt.startswith("$ "), f"README console block: expected a `$ ` line, got {prompt!r}"
+        argv = shlex.split(prompt[2:])
+        i += 1
+        shown: list[str] = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            shown.append(lines[i])
+            i += 1
+        if argv[0] == "cat" and len(argv) == 2:
+            (cwd / argv[1]).write_text("".join(shown), encoding="utf-8")
+            printed = "".join(shown)
+        elif argv[0] == "nodeagent":
+            buf = io.StringIO()
+            here = os.getcwd()
+            os.chdir(cwd)  # relative paths in the block are the block's files
+            try:
+                with contextlib.redirect_stdout(buf):
+                    rc = cli_main(argv[1:])
+            finally:
+                os.chdir(here)
+            assert rc == 0, f"README: `{prompt.strip()}` exited {rc}"
+            printed = buf.getvalue()
+        else:
+            raise AssertionError(f"README console block: no way to run {prompt.strip()!r} (only nodeagent and cat)")
+        out.append(prompt + printed)
+    return "".join(out)
+
+
+def test_readme_command_output_is_what_the_commands_print(tmp_path: Path) -> None:
+    text = README.read_text(encoding="utf-8")
+    blocks = CONSOLE.findall(text)
+    # the cost figures, at least, come from a block
+    assert any("$ nodeagent cost " in b for b in blocks), "README: no console block runs `nodeagent cost`"
+    current = CONSOLE.sub(lambda m: "```console\n" + replay(m.group(1), tmp_path) + "```", text)
+    if UPDATE:
+        README.write_text(current, encoding="utf-8")
+        return
+    for was, now in zip(blocks, CONSOLE.findall(current)):
+        assert was == now, "README output differs from what the command prints (NODEAGENT_UPDATE_GOLDEN=1)"
+
+
+def test_readme_replay_sees_a_changed_figure(tmp_path: Path) -> None:
+    block = "$ nodeagent cost --nodes 2 --gpus-per-node 8 --config /dev/null\n"
+    good = replay(block, tmp_path)
+    assert "custom metrics:" in good
+    tampered = good.replace("custom metrics:", "custom metrics: 1 +", 1)
+    assert replay(tampered, tmp_path) == good != tampered
 
 
 # ---- /usr/share/doc/nodeagent ------------------------------------------------------------
