@@ -13,6 +13,7 @@ chroots from Debian's and Ubuntu's archives."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -74,9 +75,13 @@ def deb_paths(deb: Path) -> set[str]:
     return {line.split()[-1].lstrip(".") for line in listing.splitlines()}
 
 
+@functools.lru_cache(maxsize=2)
+def deb_data(deb: Path) -> bytes:
+    return subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+
+
 def deb_file(deb: Path, path: str) -> bytes:
-    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    with tarfile.open(fileobj=io.BytesIO(deb_data(deb))) as t:
         f = t.extractfile("." + path)
         assert f is not None, path
         return f.read()
