@@ -326,13 +326,19 @@ def _install_config(s: _Session, config_path: str | None) -> None:
     if not cfg_state:
         # first time install touches the config: remember how to undo it
         if target.exists():
-            if target.read_text(encoding="utf-8") != text:
+            current = target.read_text(encoding="utf-8")
+            if current == text:
+                cfg_state["unchanged"] = True
+            elif current == default_config_text():
+                # the defaults file (the .deb's postinst wrote it): uninstall
+                # writes the defaults of the version installed then, never a
+                # copy of an older one
+                cfg_state["defaults"] = True
+            else:
                 backup = s.path(CONFIG_BACKUP)
                 shutil.copy2(target, backup)
                 cfg_state["backup"] = CONFIG_BACKUP
                 s.say(f"kept the previous config as {s.show(backup)}")
-            else:
-                cfg_state["unchanged"] = True
         else:
             cfg_state["created"] = True
     if s.write_if_changed(target, text):
@@ -487,6 +493,9 @@ def uninstall(
             if backup.is_file():
                 os.replace(backup, target)
                 s.say(f"restored {s.show(target)} from {s.show(backup)}")
+        elif cfg_state.get("defaults") is True:
+            s.write_if_changed(target, default_config_text())
+            s.say(f"wrote the defaults to {s.show(target)}")
         elif cfg_state.get("created") is True and target.is_file():
             target.unlink()
             s.say(f"removed {s.show(target)}")

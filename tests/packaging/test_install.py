@@ -134,6 +134,25 @@ def test_defaults_file_is_valid_and_all_comments() -> None:
 
 
 @needs_systemctl
+def test_uninstall_writes_todays_defaults_not_a_copy(tmp_path: Path) -> None:
+    """Over the defaults file postinst wrote, install keeps no backup: uninstall
+    writes the defaults of the version installed then (an upgrade may have
+    changed them), not an older copy."""
+    root = packaged_root(tmp_path / "root")
+    (root / "etc/nodeagent").mkdir(parents=True)
+    (root / "etc/nodeagent/config.yaml").write_text(default_config_text())
+    config = tmp_path / "in.yaml"
+    config.write_text(GOOD_CONFIG)
+    assert run_install(root, "compute", config)[0] == 0
+    assert not (root / "etc/nodeagent/config.yaml.pre-install").exists()
+    assert json.loads((root / MANIFEST).read_text())["config"] == {"defaults": True}
+    rc, out = run_uninstall(root)
+    assert rc == 0, out
+    assert (root / "etc/nodeagent/config.yaml").read_text() == default_config_text()
+    assert sorted(p.name for p in (root / "etc/nodeagent").iterdir()) == ["config.yaml"]
+
+
+@needs_systemctl
 def test_uninstall_keep_config_leaves_the_config_and_restores_nothing(tmp_path: Path) -> None:
     """The package's removal: an earlier default kept as the backup must not
     come back over the operator's config; the purge removes both."""
