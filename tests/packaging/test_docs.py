@@ -247,7 +247,7 @@ def test_readme_command_output_is_what_the_commands_print(tmp_path: Path) -> Non
 
 
 def test_readme_replay_sees_a_changed_figure(tmp_path: Path) -> None:
-    block = "$ nodeagent cost --nodes 2 --gpus-per-node 8 --config /dev/null\n"
+    block = "$ cat empty.yaml\n$ nodeagent cost --nodes 2 --gpus-per-node 8 --config empty.yaml\n"
     good = replay(block, tmp_path)
     assert "custom metrics:" in good
     tampered = good.replace("custom metrics:", "custom metrics: 1 +", 1)
