@@ -57,10 +57,25 @@ def _check_web_config(value: str | None) -> str | None:
     return None
 
 
+def _check_listen_setting(value: str | tuple[str, ...]) -> str | None:
+    """One listen address or a list of them (node_exporter's repeatable
+    --web.listen-address)."""
+    if isinstance(value, str):
+        return check_listen(value)
+    if not value:
+        return "an empty list listens nowhere: give at least one address (or set enabled: false)"
+    for i, address in enumerate(value):
+        problem = check_listen(address)
+        if problem:
+            return f"[{i}]: {problem}"
+    return None
+
+
 @dataclass(frozen=True)
 class ExporterConfig:
-    # HOST:PORT; ":9100" listens on all interfaces like node_exporter
-    listen: str = field(default=":9100", metadata={"check": check_listen})
+    # HOST:PORT, or a list of them; ":9100" listens on every address, IPv4 and
+    # IPv6, like node_exporter
+    listen: str | tuple[str, ...] = field(default=":9100", metadata={"check": _check_listen_setting})
     enabled: bool = True
     # a burst of scrapes never collects more often than this (seconds); scrapes
     # arriving meanwhile share the last collection

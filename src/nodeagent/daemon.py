@@ -1,7 +1,11 @@
 """The agent's lifecycle: build collectors, groups and exporters for a role,
 serve until SIGTERM/SIGINT, reload on SIGHUP, push to sinks on their
 interval, and talk to systemd (READY=1 once ports are bound, WATCHDOG=1 while
-the serving threads live)."""
+the serving threads live, RELOADING=1 ... READY=1 around a reload).
+
+A reload never closes a port the new config still serves: the new exporters
+take over the running servers of the same addresses (see exporter.py), and
+only addresses the new config drops are closed."""
 
 from __future__ import annotations
 
@@ -25,9 +29,10 @@ from prometheus_client.core import GaugeMetricFamily
 from nodeagent import __version__, registry
 from nodeagent.catalogue import agent as agent_cat
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config
-from nodeagent.exporter import Exporter
+from nodeagent.exporter import Exporter, ListenKey, listen_addresses, listen_key
 from nodeagent.exposition import render
 from nodeagent.host import Host, Roots
+from nodeagent.httpserver import HTTPServer, ListenError
 from nodeagent.log import setup_logging
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
@@ -119,28 +124,44 @@ class Agent:
             raise
         return agent
 
-    def start_exporters(self) -> None:
+    def served(self) -> list[str]:
+        """The groups this agent serves over HTTP: enabled, with collectors."""
+        return [group for group in ROLE_TABLE[self.role].exporters
+                if getattr(self.cfg.exporters, group).enabled and self.groups[group].supervisor.collectors]
+
+    def listen_keys(self) -> set[ListenKey]:
+        return {listen_key(a) for g in self.served() for a in listen_addresses(getattr(self.cfg.exporters, g).listen)}
+
+    def start_exporters(self, previous: list[Exporter] | None = None) -> set[HTTPServer]:
+        """Serve. Running servers of `previous` (a reload's old exporters) on
+        an address this config also serves are taken over, and returned; the
+        caller stops the rest. Every new socket is bound before anything
+        changes for scrapers: a ListenError leaves `previous` as it was."""
+        available = {key: server for e in previous or [] for key, server in e.servers.items() if server.alive()}
         own = _own_metrics_registry()
+        taken: set[HTTPServer] = set()
         try:
-            for group in ROLE_TABLE[self.role].exporters:
+            for group in self.served():
                 ecfg = getattr(self.cfg.exporters, group)
-                if not ecfg.enabled or not self.groups[group].supervisor.collectors:
-                    continue
                 web, tls = self.web[group]
+                keys = [listen_key(a) for a in listen_addresses(ecfg.listen)]
+                adopt = {k: available.pop(k) for k in keys if k in available}
                 # The agent's own process metrics live in their own registry and
                 # are served beside the host metrics, as node_exporter does, with
                 # the sinks' health (spool depth, datums sent and dropped).
                 extra = (lambda: generate_latest(own) + self.sink_metrics()) if group == "host" else None
-                exporter = Exporter(group, ecfg.listen, self.groups[group], web, tls, extra)
-                self.exporters.append(exporter)
+                self.exporters.append(Exporter(group, ecfg.listen, self.groups[group], web, tls, extra, adopt=adopt))
+                taken.update(adopt.values())
+            for exporter in self.exporters:
                 exporter.start()
         except BaseException:
-            self.stop_exporters()
+            self.stop_exporters(keep=taken)
             raise
+        return taken
 
-    def stop_exporters(self) -> None:
+    def stop_exporters(self, keep: set[HTTPServer] | None = None) -> None:
         for e in self.exporters:
-            e.stop()
+            e.stop(keep or set())
         self.exporters.clear()
 
     def sink_metrics(self) -> bytes:
@@ -250,6 +271,7 @@ class _PreparedReload:
         self._lock = threading.Lock()
         self._abandoned = False
         self.result: tuple[Agent, Config, str] | None = None
+        self.error = ""  # why it was rejected
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="reload", daemon=True)
         self.thread.start()
@@ -260,9 +282,11 @@ class _PreparedReload:
             cfg, role = self._daemon.load()
             built = (Agent.build(cfg, role), cfg, role)
         except (ConfigError, RoleError) as e:
-            log.error("reload_rejected", error=str(e), keeping=self._keeping)
+            self.error = str(e)
+            log.error("reload_rejected", error=self.error, keeping=self._keeping)
         except Exception as e:  # a bad reload never takes the running agent down
-            log.error("reload_rejected", error=one_line(f"{type(e).__name__}: {e}", 500), keeping=self._keeping)
+            self.error = one_line(f"{type(e).__name__}: {e}", 500)
+            log.error("reload_rejected", error=self.error, keeping=self._keeping)
         finally:
             with self._lock:
                 abandoned = self._abandoned
@@ -334,8 +358,8 @@ class Daemon:
         self.agent = Agent.build(cfg, role)
         try:
             self.agent.start_exporters()
-        except OSError as e:
-            log.error("listen_failed", error=str(e))
+        except OSError as e:  # ListenError: the message names the address and port
+            log.error("listen_failed", error=str(e), listen=getattr(e, "listen", None))
             self.agent.close()
             return 1
         log.info("agent_started", version=__version__, role=role, config=cfg.source,
@@ -348,13 +372,16 @@ class Daemon:
         while not self._stop_requested:
             now = time.monotonic()
             if reload is not None and reload.done.is_set():
+                error = reload.error
                 if reload.result is not None:
-                    self._swap(*reload.result)
+                    error = self._swap(*reload.result) or ""
                     next_publish = now + min(5.0, self.agent.cfg.cloudwatch.interval)
+                self._reload_finished(error)
                 reload = None
             if reload is None and self._reload_requested:
                 # SIGHUPs that arrive while one is prepared make one more reload after it
                 self._reload_requested = False
+                self._reload_started()
                 reload = _PreparedReload(self, self.agent.cfg.source)
             if self.agent.sinks and now >= next_publish:
                 self.agent.publish(time.time())
@@ -384,28 +411,60 @@ class Daemon:
         log.info("agent_stopped")
         return 0
 
-    def _swap(self, new: Agent, cfg: Config, role: str) -> None:
-        """Serve from the agent a reload built, or go back to the old one when
-        its ports cannot be bound."""
+    # ---- reloads ----
+
+    def _reload_started(self) -> None:
+        sd_notify("RELOADING=1\nSTATUS=reloading")
+
+    def _reload_finished(self, error: str) -> None:
+        """Tell systemd the reload is over, whichever way it went."""
+        assert self.agent is not None
+        serving = f"serving role {self.agent.role}"
+        sd_notify(f"READY=1\nSTATUS={serving}" + (f" (last reload rejected: {one_line(error, 200)})" if error else ""))
+
+    def _swap(self, new: Agent, cfg: Config, role: str) -> str | None:
+        """Serve from the agent a reload built; None, or why it was rejected
+        (a port that cannot be bound: the old agent goes on)."""
         assert self.agent is not None
         old = self.agent
-        sd_notify("RELOADING=1")
-        old.stop_exporters()
+        # an address that changed host but kept its port (127.0.0.1:9100 to
+        # :9100) needs the old socket closed first: the one case with a window
+        displaced = self._free_ports_for(old, new)
         try:
-            new.start_exporters()
-        except OSError as e:
-            log.error("reload_rejected", error=str(e), keeping=old.cfg.source)
+            taken = new.start_exporters(previous=old.exporters)
+        except Exception as e:
+            error = str(e) if isinstance(e, ListenError) else one_line(f"{type(e).__name__}: {e}", 500)
+            log.error("reload_rejected", error=error, keeping=old.cfg.source)
             new.close()
-            try:
-                old.start_exporters()
-            except OSError as e2:
-                # the watchdog pings stop (no exporter alive): systemd restarts us
-                log.error("exporters_down", error=str(e2))
-            sd_notify("READY=1")
-            return
+            # a ListenError changed nothing, unless an old socket was closed to
+            # free its port; anything else may have left a server half handed
+            # over: serve the old config again on fresh sockets
+            if displaced or not isinstance(e, ListenError):
+                old.stop_exporters()
+                try:
+                    old.start_exporters()
+                except OSError as e2:
+                    # the watchdog pings stop (no exporter alive): systemd restarts us
+                    log.error("exporters_down", error=str(e2))
+            return error
+        old.stop_exporters(keep=taken)
         old.close()
         self.agent = new
         if self.log_level is None:
             setup_logging(cfg.log.level, cfg.log.format)
-        log.info("config_reloaded", config=cfg.source, role=role)
-        sd_notify("READY=1")
+        log.info("config_reloaded", config=cfg.source, role=role, kept=len(taken))
+        return None
+
+    @staticmethod
+    def _free_ports_for(old: Agent, new: Agent) -> bool:
+        """Stop the old servers whose port a different address of the new
+        config needs; whether there were any."""
+        wanted = new.listen_keys()
+        ports = {port for _, port in wanted if port}
+        displaced = False
+        for exporter in old.exporters:
+            for key, server in exporter.servers.items():
+                if key not in wanted and server.port in ports:
+                    server.stop()
+                    displaced = True
+        return displaced

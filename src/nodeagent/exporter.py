@@ -1,11 +1,16 @@
-"""The HTTP exporter: one server per group (:9100 host, :9400 gpu, :9341 slurm).
+"""The HTTP exporter: one per group (:9100 host, :9400 gpu, :9341 slurm), on
+one or more listen addresses, each its own server.
 
-Each server has its own data (never prometheus_client's global REGISTRY):
+Each exporter has its own data (never prometheus_client's global REGISTRY):
 /metrics serves the group's shared snapshot (gzip when the scraper accepts
 it), / is a landing page, /healthz answers 200 "ok" only when a scrape of
 /metrics on that port would succeed. TLS and basic auth come from an
-exporter-toolkit web-config.yml. Credentials are never logged. The serving
-itself (deadlines, the request limit, HTTP parsing) is in httpserver.
+exporter-toolkit web-config.yml. Credentials are never logged. The serving itself (deadlines,
+the request limit, HTTP parsing) is in httpserver.
+
+A reload builds new exporters; one whose address the old config served
+already takes that server over (`adopt`): the listening socket stays open and
+only the handler and TLS context change, so no scrape meets a closed port.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import html
 import re
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -26,16 +31,19 @@ from nodeagent.exposition import CONTENT_TYPE
 from nodeagent.httpserver import (
     MAX_CONNECTIONS,
     MAX_REQUESTS,
+    WILDCARD_HOSTS,
     HTTPServer,
     Request,
     Response,
     Work,
     text_response,
 )
+from nodeagent.settings import split_listen
 from nodeagent.snapshot import GroupCollection, Snapshot
 from nodeagent.webconfig import BasicAuth, WebConfig, parse_basic
 
-__all__ = ["MAX_CONNECTIONS", "MAX_REQUESTS", "Exporter", "accepts_gzip", "parse_listen"]
+__all__ = ["MAX_CONNECTIONS", "MAX_REQUESTS", "Exporter", "ListenKey", "accepts_gzip", "listen_addresses",
+           "listen_key", "parse_listen"]
 
 log = structlog.get_logger("nodeagent.exporter")
 
@@ -49,9 +57,24 @@ def _same(response: Response) -> Response:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    return (host or "0.0.0.0"), int(port)  # noqa: S104 - all interfaces by default, like node_exporter
+    """(host, port) of HOST:PORT; the host is "" for `:PORT` (every address,
+    IPv4 and IPv6, like node_exporter)."""
+    return split_listen(listen)
+
+
+def listen_addresses(listen: str | Sequence[str]) -> tuple[str, ...]:
+    """A `listen` setting, one address or a list of them, as a tuple."""
+    return (listen,) if isinstance(listen, str) else tuple(listen)
+
+
+ListenKey = tuple[str, int]
+
+
+def listen_key(listen: str) -> ListenKey:
+    """What identifies a listening socket across a reload: `:9100`,
+    `0.0.0.0:9100` and `[::]:9100` all make the same one."""
+    host, port = parse_listen(listen)
+    return ("*" if host in WILDCARD_HOSTS else host), port
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -82,29 +105,54 @@ class Exporter:
     def __init__(
         self,
         group: str,
-        listen: str,
+        listen: str | Sequence[str],
         collection: GroupCollection,
         web: WebConfig | None = None,
         tls: ssl.SSLContext | None = None,
         extra: Callable[[], bytes] | None = None,
         metrics_path: str = "/metrics",
         max_requests: int = MAX_REQUESTS,
+        adopt: Mapping[ListenKey, HTTPServer] | None = None,
     ) -> None:
+        """Binds every address now (ListenError names the one that fails),
+        except those in `adopt`: running servers this exporter takes over at
+        start()."""
         self.group = group
-        self.listen = listen
+        self.listen = listen_addresses(listen)
         self.collection = collection
         self.metrics_path = metrics_path
         self._extra = extra
         self._payload: tuple[Snapshot, bytes, bytes | None] | None = None
         self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
+        self._tls = tls
         self.tls = tls is not None
-        self._server = HTTPServer(group, parse_listen(listen), self._handle, tls,
-                                  server_header=SERVER_HEADER, max_requests=max_requests)
+        self.servers: dict[ListenKey, HTTPServer] = {}
+        self._adopted: set[HTTPServer] = set()
+        try:
+            for address in self.listen:
+                key = listen_key(address)
+                if key in self.servers:  # the same socket listed twice
+                    continue
+                server = (adopt or {}).get(key)
+                if server is not None:
+                    self._adopted.add(server)
+                else:
+                    server = HTTPServer(group, parse_listen(address), self._handle, tls, server_header=SERVER_HEADER,
+                                        max_requests=max_requests, listen=address)
+                self.servers[key] = server
+        except BaseException:
+            self.stop(keep=self._adopted)
+            raise
 
     @property
     def port(self) -> int:
-        return self._server.port
+        """The port of the first address."""
+        return next(iter(self.servers.values())).port
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers.values()]
 
     # ---- requests (in the server's loop: nothing here may block) ----
 
@@ -205,13 +253,22 @@ class Exporter:
     # ---- lifecycle ----
 
     def start(self) -> None:
-        self._server.start()
-        log.info("exporter_listening", group=self.group, listen=self.listen, port=self.port, tls=self.tls)
+        """Serve: new servers start; adopted ones switch to this exporter
+        (returning once the work their old exporter started is done)."""
+        for server in self.servers.values():
+            if server in self._adopted:
+                server.reconfigure(self._handle, self._tls)
+                log.debug("exporter_kept", group=self.group, listen=server.listen, port=server.port, tls=self.tls)
+            else:
+                server.start()
+                log.info("exporter_listening", group=self.group, listen=server.listen, port=server.port, tls=self.tls)
 
     def alive(self) -> bool:
-        return self._server.alive()
+        return all(s.alive() for s in self.servers.values())
 
-    def stop(self) -> None:
-        """Ends kept-alive connections too: after a reload no scraper is
-        answered by the old configuration."""
-        self._server.stop()
+    def stop(self, keep: Collection[HTTPServer] = ()) -> None:
+        """Close every server but those in `keep` (handed over to a reload's
+        exporter), kept-alive connections included."""
+        for server in self.servers.values():
+            if server not in keep:
+                server.stop()

@@ -14,6 +14,9 @@ for that one run and take no slot, so a thousand concurrent scrapes cost one
 collection. Work that finds the pool full gets a fast 503, as node_exporter's
 `--web.max-requests` does, never a silent close.
 
+A server keeps its listening socket across a reload: `reconfigure` swaps the
+handler and TLS context in place, so a scraper never meets a closed port.
+
 The standard library's asyncio does the socket, TLS and back-pressure work; the
 HTTP parsing is strict and small: GET and HEAD, bodies consumed (up to a cap)
 or the connection closed, a 400 status line for anything malformed.
@@ -25,6 +28,7 @@ import asyncio
 import asyncio.sslproto
 import contextlib
 import email.utils
+import errno
 import re
 import resource
 import socket
@@ -216,15 +220,49 @@ def raise_fd_limit() -> int:
     return int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
 
 
+# hosts that mean "every address": Go's net.Listen("tcp", ...) listens on IPv6
+# and IPv4 at once for each of them (one AF_INET6 socket, IPV6_V6ONLY off)
+WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - all interfaces on purpose
+
+
+class ListenError(OSError):
+    """A listening socket that could not be made: the message names the
+    address as configured and the port."""
+
+    def __init__(self, listen: str, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        super().__init__(error.errno, f"cannot listen on {listen}: {reason}")
+        self.listen = listen
+
+
 def listen_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
     """Bound and listening now, so that the port is known and a port in use is
-    an error here, not in the serving thread."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    an error here, not in the serving thread.
+
+    A wildcard host (`:9100`, `0.0.0.0:9100`, `[::]:9100`) gets one IPv6
+    socket that takes IPv4 too (dual stack), as node_exporter's does; IPv4
+    only where the kernel has no IPv6. A name listens on its first IPv4
+    address, else its first address, as Go does."""
+    if host in WILDCARD_HOSTS:
+        try:
+            return _bound(socket.AF_INET6, ("::", port), backlog, dual_stack=True)
+        except OSError as e:
+            if e.errno not in (errno.EAFNOSUPPORT, errno.EPROTONOSUPPORT, errno.EADDRNOTAVAIL):
+                raise
+        return _bound(socket.AF_INET, ("0.0.0.0", port), backlog)  # noqa: S104
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = next((i for i in infos if i[0] == socket.AF_INET), infos[0])
+    return _bound(family, address, backlog)
+
+
+def _bound(family: int, address: Any, backlog: int, dual_stack: bool = False) -> socket.socket:
     # proto given: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        if dual_stack:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
@@ -237,13 +275,39 @@ class _Busy(Exception):
     """Every worker is taken."""
 
 
+class ServerContext(ssl.SSLContext):
+    """A server TLS context with what serving needs besides OpenSSL's settings.
+
+    `fingerprint`: equal fingerprints mean the same settings and the same
+    certificate, key and CA files, so a reload keeps the context (and the
+    connections made with it). `peer_check`: run on each connection after the
+    handshake; False ends the connection, as a failed handshake would."""
+
+    fingerprint: bytes = b""
+    peer_check: Callable[[ssl.SSLObject], bool] | None = None
+
+
+def same_tls(a: ssl.SSLContext | None, b: ssl.SSLContext | None) -> bool:
+    if a is None or b is None or a is b:
+        return a is b
+    fa, fb = getattr(a, "fingerprint", b""), getattr(b, "fingerprint", b"")
+    return bool(fa) and fa == fb
+
+
+def format_listen(host: str, port: int) -> str:
+    """HOST:PORT as a listen address is written: [::1]:9100 for IPv6, :9100 for all."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _Conn:
-    """One connection's state: busy while a request is being read out, handled or answered."""
+    """One connection's state: busy while a request is being read out, handled
+    or answered; `tls`, the context it was accepted with."""
 
-    __slots__ = ("busy", "timer", "transport")
+    __slots__ = ("busy", "timer", "tls", "transport")
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(self, transport: asyncio.WriteTransport, tls: ssl.SSLContext | None) -> None:
         self.transport = transport
+        self.tls = tls
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -257,7 +321,20 @@ class _Conn:
             self.timer = loop.call_later(seconds, self.transport.abort)
 
 
+# seconds without accepting after the process ran out of descriptors or buffers
+# (asyncio's own server waits as long): the socket stays readable, retrying at
+# once would spin
+ACCEPT_RETRY_DELAY = 1.0
+
+
 class HTTPServer:
+    """One listening socket and the loop thread that serves it.
+
+    The listening socket lives as long as the server: `reconfigure` swaps the
+    handler and the TLS context of a running server (a reload whose address
+    did not change), and connections arriving meanwhile wait in the kernel's
+    queue, so none is refused."""
+
     def __init__(
         self,
         name: str,
@@ -266,26 +343,37 @@ class HTTPServer:
         tls: ssl.SSLContext | None = None,
         server_header: str = "",
         max_requests: int = MAX_REQUESTS,
+        listen: str | None = None,
     ) -> None:
         self.name = name
+        self.listen = listen if listen is not None else format_listen(*address)
         self._handler = handler
         self._tls = tls
         self._server_header = server_header
         self.max_requests = max_requests
         # a quarter of the open-file limit per server, room for the rest of the agent
         self.max_connections = min(MAX_CONNECTIONS, max(64, raise_fd_limit() // 4))
-        self._sock = listen_socket(*address)
+        try:
+            self._sock = listen_socket(*address)
+        except OSError as e:
+            raise ListenError(self.listen, e) from None
         self.port = int(self._sock.getsockname()[1])
+        self.family = self._sock.family
         self._pool = ThreadPoolExecutor(max_requests, thread_name_prefix=f"http-{name}")
         self._in_flight = 0  # runs of Work in the pool; touched only by the loop thread
+        self._running: set[asyncio.Future[Any]] = set()  # the same runs, for a reload to wait on
         self._shared: dict[Hashable, asyncio.Future[Any]] = {}
         self._conns: dict[_Conn, None] = {}  # oldest first
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # every connection's, TLS handshakes included
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._stopping = False
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        return self._tls
 
     # ---- lifecycle (called from other threads) ----
 
@@ -295,18 +383,28 @@ class HTTPServer:
         self._ready.wait(10)
 
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    def reconfigure(self, handler: Handler, tls: ssl.SSLContext | None, drain: float = 5.0) -> None:
+        """Answer with `handler` and accept with `tls` from now on, on the same
+        listening socket. Kept-alive connections go on, answered by the new
+        handler; those made with a TLS context that changed end after their
+        request in progress. Returns once the work the old handler started is
+        done (at most `drain` seconds), so that what it uses can be closed."""
+        loop = self._loop
+        if loop is None or not self.alive():
+            raise RuntimeError(f"{self.listen} is not being served")
+        future = asyncio.run_coroutine_threadsafe(self._reconfigure(handler, tls, drain), loop)
+        future.result(drain + 5.0)
 
     def stop(self) -> None:
-        """Close the listening socket and every connection, kept-alive ones
-        included, so that after a reload no scraper is answered by the old
-        configuration; returns once the port is free."""
+        """Close the listening socket and every connection; returns once the
+        port is free. Calling it again does nothing."""
         self._stopping = True
         loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None and self.alive():
+        if loop is not None and event is not None and self._thread is not None and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):  # the loop already ended
                 loop.call_soon_threadsafe(event.set)
-            assert self._thread is not None
             self._thread.join(5)
         self._sock.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -319,7 +417,7 @@ class HTTPServer:
         try:
             loop.run_until_complete(self._serve(loop))
         except Exception as e:  # the watchdog sees the thread gone; say why
-            log.error("http_server_failed", server=self.name, error=f"{type(e).__name__}: {e}")
+            log.error("http_server_failed", server=self.name, listen=self.listen, error=f"{type(e).__name__}: {e}")
         finally:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
@@ -329,28 +427,55 @@ class HTTPServer:
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._stop_event = asyncio.Event()
-        server = await asyncio.start_server(
-            self._connection, sock=self._sock, ssl=self._tls, backlog=ACCEPTS_PER_WAKEUP,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._tls else None, limit=MAX_HEAD,
-        )
-        # asyncio uses one number for both: accepts per wake-up (kept small)
-        # and the listen backlog, set again here to hold a scrape fleet's burst
-        self._sock.listen(LISTEN_BACKLOG)
+        # our own accept loop rather than asyncio's server: the TLS context is
+        # read at each accept, so a reload can change it on the same socket
+        loop.add_reader(self._sock.fileno(), self._accept)
         self._ready.set()
         if self._stopping:
             self._stop_event.set()
         await self._stop_event.wait()
-        server.close()  # the listening socket closes now
-        abort_clients = getattr(server, "abort_clients", None)  # Python 3.13: handshakes in progress too
-        if abort_clients is not None:
-            abort_clients()
+        loop.remove_reader(self._sock.fileno())
+        self._sock.close()  # the port is free from here
         for conn in list(self._conns):
             conn.transport.abort()
         tasks = list(self._tasks)
-        for task in tasks:
+        for task in tasks:  # handshakes in progress too
             task.cancel()
         if tasks:  # they end at their next step; a stop (SIGTERM, reload) must not wait long
             await asyncio.wait(tasks, timeout=0.5)
+
+    def _accept(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as e:  # EMFILE, ENFILE, ENOBUFS, ENOMEM
+                log.debug("http_accept_failed", server=self.name, error=f"{type(e).__name__}: {e}")
+                loop.remove_reader(self._sock.fileno())
+                loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
+                return
+            task = loop.create_task(self._accepted(sock, self._tls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _resume_accepting(self) -> None:
+        if not self._stopping and self._loop is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    async def _reconfigure(self, handler: Handler, tls: ssl.SSLContext | None, drain: float) -> None:
+        self._handler = handler
+        self._shared.clear()  # a new request must not join a run of the old handler
+        if not same_tls(self._tls, tls):
+            self._tls = tls
+            for conn in list(self._conns):
+                if not conn.busy:  # idle: close it now; a busy one closes after its response
+                    conn.transport.close()
+        running = list(self._running)
+        if running:
+            await asyncio.wait(running, timeout=drain)
 
     def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # failed handshakes, resets, out of descriptors: the client's problem or
@@ -359,13 +484,27 @@ class HTTPServer:
         log.debug("http_connection_error", server=self.name, message=str(context.get("message", "")),
                   error=type(exc).__name__ if exc else None)
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accepted(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        """A new connection: the TLS handshake (bounded), then its requests."""
         loop = asyncio.get_running_loop()
-        conn = _Conn(writer.transport)
-        task = asyncio.current_task()
-        assert task is not None
+        reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None,
+            )
+        except Exception:  # a failed or slow handshake, a reset: asyncio closed the transport
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._connection(loop, reader, writer, tls)
+
+    async def _connection(
+        self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter, tls: ssl.SSLContext | None,
+    ) -> None:
+        conn = _Conn(writer.transport, tls)
         self._conns[conn] = None
-        self._tasks.add(task)
         raw = writer.get_extra_info("socket")
         if raw is not None:
             # no Nagle: a response written after unacknowledged data (a TLS 1.3
@@ -375,6 +514,10 @@ class HTTPServer:
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._make_room()
         try:
+            check = getattr(tls, "peer_check", None)
+            if check is not None and not check(writer.get_extra_info("ssl_object")):
+                writer.transport.abort()  # as a failed handshake: no HTTP answer
+                return
             await self._serve_connection(loop, reader, writer, conn)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
             writer.transport.abort()
@@ -384,7 +527,6 @@ class HTTPServer:
         finally:
             conn.deadline(loop, None)
             self._conns.pop(conn, None)
-            self._tasks.discard(task)
             if not writer.transport.is_closing():
                 writer.close()
 
@@ -425,7 +567,9 @@ class HTTPServer:
                 return
             conn.deadline(loop, None)
             response = await self._handle(loop, request)
-            keep = keep_alive(request) and not response.close and not self._stopping
+            # a connection made with a TLS context that a reload replaced ends here
+            current = conn.tls is self._tls
+            keep = keep_alive(request) and not response.close and not self._stopping and current
             conn.deadline(loop, WRITE_TIMEOUT)
             writer.write(self._encode(response, request, keep))
             await writer.drain()
@@ -481,6 +625,8 @@ class HTTPServer:
             self._in_flight += 1
             future = loop.run_in_executor(self._pool, work.run)
             future.add_done_callback(lambda _: self._done(work.key, future))
+            self._running.add(future)
+            future.add_done_callback(self._running.discard)
             if work.key is not None:
                 self._shared[work.key] = future
         # shielded: a waiter that goes away must not cancel the run others share

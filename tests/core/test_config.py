@@ -123,6 +123,16 @@ def test_listen_addresses_that_parse_and_resolve(listen):
     assert cfg.exporters.host.listen == listen
 
 
+def test_several_listen_addresses():
+    """node_exporter's repeatable --web.listen-address, as a YAML list."""
+    cfg = parse_config("exporters: {host: {listen: ['127.0.0.1:9100', '[::1]:9100']}}", "x.yaml")
+    assert cfg.exporters.host.listen == ("127.0.0.1:9100", "[::1]:9100")
+    with pytest.raises(ConfigError, match=r"exporters.host.listen: \[1\]: port must be a number"):
+        parse_config("exporters: {host: {listen: [':9100', ':99999']}}", "x.yaml")
+    with pytest.raises(ConfigError, match=r"exporters\.host\.listen: an empty list listens nowhere"):
+        parse_config("exporters: {host: {listen: []}}", "x.yaml")
+
+
 def test_merge_keys_and_anchors_still_work():
     text = "exporters:\n  host: &h {listen: ':9100', min_interval: 2.0}\n  gpu:\n    <<: *h\n    listen: ':9400'\n"
     cfg = parse_config(text, "x.yaml")

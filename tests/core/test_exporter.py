@@ -2,6 +2,7 @@
 
 import base64
 import gzip
+import socket
 import ssl
 import subprocess
 import urllib.error
@@ -113,7 +114,7 @@ def test_tls(exporter_factory, tmp_path):
 def test_web_config_errors(tmp_path):
     bad = tmp_path / "web.yml"
     bad.write_text("basic_auth_users:\n  prom: plaintext\n")
-    with pytest.raises(ConfigError, match="basic_auth_users.prom: must be a bcrypt hash"):
+    with pytest.raises(ConfigError, match=r"basic_auth_users\.prom: must be a bcrypt hash"):
         load_web_config(str(bad))
     bad.write_text("tls_server_config:\n  cert_file: /x\n")
     with pytest.raises(ConfigError, match="cert_file and key_file are both required"):
@@ -145,3 +146,122 @@ def test_unknown_users_cost_as_much_as_known_ones():
     assert not auth.check("prom", "guess")
     known = time.perf_counter() - started
     assert unknown > known / 4, (unknown, known)
+
+def _group():
+    return GroupCollection("host", Supervisor("host", [One(Host(), None)], timeout=2), min_interval=1)
+
+
+def _raw_exchange(port: int, request: bytes, family=socket.AF_INET, host="127.0.0.1") -> bytes:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((host, port))
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_head_answers_like_get_without_a_body(exporter_factory):
+    e = exporter_factory()
+    # HEAD then GET on one connection: the HEAD answer has no body, or the GET would be read as one
+    head = b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    get_ = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reply = _raw_exchange(e.port, head + get_)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK") and rest.startswith(b"HTTP/1.1 200 OK")
+    second, _, body = rest.partition(b"\r\n\r\n")
+
+    def headers(block: bytes) -> dict[bytes, bytes]:
+        return {k.lower(): v for k, _, v in (line.partition(b": ") for line in block.split(b"\r\n")[1:])}
+
+    h_head, h_get = headers(first), headers(second)
+    assert h_head[b"content-length"] == h_get[b"content-length"] == str(len(body)).encode()
+    assert h_head[b"content-type"] == h_get[b"content-type"]
+    assert b'node_one{x="y"} 1' in body
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "[::]"])
+def test_wildcard_listen_addresses_take_ipv4_and_ipv6(host):
+    """`:9100`, `0.0.0.0:9100` and `[::]:9100` listen on both families at once,
+    as node_exporter (Go's net.Listen) does."""
+    from testlib import free_port
+
+    port = free_port()
+    e = Exporter("host", f"{host}:{port}", _group())
+    e.start()
+    try:
+        request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        assert _raw_exchange(port, request).startswith(b"HTTP/1.1 200 ")
+        if _ipv6_loopback():
+            assert _raw_exchange(port, request, socket.AF_INET6, "::1").startswith(b"HTTP/1.1 200 ")
+            assert next(iter(e.servers.values())).family == socket.AF_INET6
+    finally:
+        e.stop()
+        e.collection.close()
+
+
+def test_wildcard_listens_on_ipv4_where_ipv6_is_missing(monkeypatch):
+    import errno
+
+    from nodeagent import httpserver
+
+    real = httpserver._bound
+
+    def no_ipv6(family, address, backlog, dual_stack=False):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, address, backlog, dual_stack)
+
+    monkeypatch.setattr(httpserver, "_bound", no_ipv6)
+    e = Exporter("host", ":0", _group())
+    e.start()
+    try:
+        server = next(iter(e.servers.values()))
+        assert server.family == socket.AF_INET
+        assert _raw_exchange(e.port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 ")
+    finally:
+        e.stop()
+        e.collection.close()
+
+
+def test_several_listen_addresses_each_serve():
+    from testlib import free_port
+
+    ports = [free_port(), free_port()]
+    e = Exporter("host", [f"127.0.0.1:{p}" for p in ports] + [f"127.0.0.1:{ports[0]}"], _group())
+    e.start()
+    try:
+        assert e.ports == ports  # the repeated address is one socket
+        for port in ports:
+            assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    finally:
+        e.stop()
+        e.collection.close()
+
+
+def test_listen_errors_name_the_address_and_free_what_was_bound():
+    from testlib import free_port
+
+    from nodeagent.httpserver import ListenError
+
+    free = free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(ListenError) as err:
+            Exporter("host", [f"127.0.0.1:{free}", f"127.0.0.1:{taken}"], _group())
+    assert str(err.value) == f"[Errno 98] cannot listen on 127.0.0.1:{taken}: Address already in use"
+    with socket.socket() as again:  # the first address was bound, then closed
+        again.bind(("127.0.0.1", free))
+

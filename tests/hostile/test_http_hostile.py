@@ -234,7 +234,8 @@ def test_idle_connections_do_not_block_a_scrape(serve):
 
 def test_a_flood_of_idle_connections_evicts_the_oldest(serve):
     e = serve()
-    e._server.max_connections = 20
+    for server in e.servers.values():
+        server.max_connections = 20
     idle = [connect(e.port) for _ in range(40)]
     try:
         status, _ = timed_scrape(e.port)
