@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--no-start", action="store_true", help="enable the unit but do not start it now")
     sub.add_parser("uninstall", help="reverse `install`: disable and remove the units, restore the config")
 
+    reload = sub.add_parser("reload", help="reload a running daemon (SIGHUP) and wait: exit 0 when the new config "
+                            "is applied, 1 when it was rejected (the unit's ExecReload)")
+    reload.add_argument("--pid", type=int, required=True, help="the daemon's PID ($MAINPID in the unit)")
+    reload.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS",
+                        help="how long to wait for the verdict (default 90)")
+
     prom = sub.add_parser("prometheus-config", help="print a Prometheus scrape config (EC2 service discovery)")
     prom.add_argument("--cluster", required=True, help="ParallelCluster cluster name")
     prom.add_argument("--region", required=True, help="AWS region of the cluster")
@@ -127,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "collectors":
         return cmd_collectors(args.json)
+    if command == "reload":
+        from nodeagent import reloadctl
+
+        return reloadctl.reload(args.pid, args.timeout)
     if command in ("install", "uninstall"):
         from nodeagent import install
 

@@ -5,7 +5,8 @@ the serving threads live, RELOADING=1 ... READY=1 around a reload).
 
 A reload never closes a port the new config still serves: the new exporters
 take over the running servers of the same addresses (see exporter.py), and
-only addresses the new config drops are closed."""
+only addresses the new config drops are closed. Each reload's verdict goes to
+a status file that `nodeagent reload` (the unit's ExecReload) waits on."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from nodeagent import __version__, registry
+from nodeagent import __version__, registry, reloadctl
 from nodeagent.catalogue import agent as agent_cat
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config
 from nodeagent.exporter import Exporter, ListenKey, listen_addresses, listen_key
@@ -319,6 +320,7 @@ class Daemon:
         # stop may still write to it)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.agent: Agent | None = None
+        self._status = reloadctl.ReloadStatus(os.getpid())
 
     def load(self) -> tuple[Config, str]:
         cfg = load_config(self.config_path)
@@ -364,6 +366,8 @@ class Daemon:
             return 1
         log.info("agent_started", version=__version__, role=role, config=cfg.source,
                  collectors=sum(len(g.supervisor.collectors) for g in self.agent.groups.values()))
+        self._status = reloadctl.ReloadStatus(os.getpid())
+        self._write_status()
         sd_notify(f"READY=1\nSTATUS=serving role {role}")
         watchdog = watchdog_interval()
         next_publish = time.monotonic() + min(5.0, cfg.cloudwatch.interval)
@@ -408,19 +412,42 @@ class Daemon:
                 except Exception as e:
                     log.warning("sink_flush_failed", error=str(e))
         self.agent.close()
+        self._remove_status()
         log.info("agent_stopped")
         return 0
 
     # ---- reloads ----
 
     def _reload_started(self) -> None:
-        sd_notify("RELOADING=1\nSTATUS=reloading")
+        self._status.started += 1
+        self._write_status()
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}\nSTATUS=reloading")
 
     def _reload_finished(self, error: str) -> None:
-        """Tell systemd the reload is over, whichever way it went."""
+        """Record the verdict (for `nodeagent reload`) and tell systemd the
+        reload is over, whichever way it went."""
         assert self.agent is not None
+        self._status.finished += 1
+        self._status.result = "rejected" if error else "applied"
+        self._status.error = error
+        self._write_status()
         serving = f"serving role {self.agent.role}"
         sd_notify(f"READY=1\nSTATUS={serving}" + (f" (last reload rejected: {one_line(error, 200)})" if error else ""))
+
+    def _write_status(self) -> None:
+        path = reloadctl.status_path()
+        if path is None:
+            return
+        try:
+            reloadctl.write_status(path, self._status)
+        except OSError as e:  # `nodeagent reload` then reports no verdict; serving goes on
+            log.warning("reload_status_failed", path=path, error=e.strerror or str(e))
+
+    def _remove_status(self) -> None:
+        path = reloadctl.status_path()
+        if path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _swap(self, new: Agent, cfg: Config, role: str) -> str | None:
         """Serve from the agent a reload built; None, or why it was rejected

@@ -96,13 +96,14 @@ def default_config_text() -> str:
 
 def packaged_unit_text(name: str, exec_path: str = PACKAGED_EXEC) -> str:
     """A unit file from the package's data, marked as written by install,
-    with ExecStart pointing at exec_path."""
+    with ExecStart and ExecReload pointing at exec_path."""
     node = resources.files("nodeagent") / "data" / "systemd"
     for part in name.split("/"):
         node = node / part
     text = node.read_text(encoding="utf-8")
     if exec_path != PACKAGED_EXEC:
-        text = text.replace(f"ExecStart={PACKAGED_EXEC} ", f"ExecStart={exec_path} ")
+        for key in ("ExecStart", "ExecReload"):
+            text = text.replace(f"{key}={PACKAGED_EXEC} ", f"{key}={exec_path} ")
     return WRITTEN_MARK + text
 
 
