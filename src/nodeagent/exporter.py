@@ -5,7 +5,8 @@ Each exporter has its own data (never prometheus_client's global REGISTRY):
 /metrics serves the group's shared snapshot (gzip when the scraper accepts
 it), / is a landing page, /healthz answers 200 "ok" only when a scrape of
 /metrics on that port would succeed. TLS and basic auth come from an
-exporter-toolkit web-config.yml. Credentials are never logged. The serving itself (deadlines,
+exporter-toolkit web-config.yml, with its `http_server_config.headers` on
+every answer. Credentials are never logged. The serving itself (deadlines,
 the request limit, HTTP parsing) is in httpserver.
 
 A reload builds new exporters; one whose address the old config served
@@ -21,6 +22,7 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -125,6 +127,7 @@ class Exporter:
         self._payload: tuple[Snapshot, bytes, bytes | None] | None = None
         self._payload_lock = threading.Lock()
         self._auth = BasicAuth(web.basic_auth_users if web else {})
+        self._headers = dict(web.http_server_config.headers) if web else {}
         self._tls = tls
         self.tls = tls is not None
         self.servers: dict[ListenKey, HTTPServer] = {}
@@ -157,6 +160,20 @@ class Exporter:
     # ---- requests (in the server's loop: nothing here may block) ----
 
     def _handle(self, request: Request) -> Response | Work[Any]:
+        answer = self._answer(request)
+        if not self._headers:
+            return answer
+        if isinstance(answer, Response):
+            return self._with_headers(answer)
+        finish = answer.finish
+        return Work(answer.run, lambda result: self._with_headers(finish(result)), answer.key)
+
+    def _with_headers(self, response: Response) -> Response:
+        """The web config's headers, on every answer of this exporter (401 and
+        404 included), as exporter-toolkit sets them."""
+        return replace(response, headers={**self._headers, **response.headers})
+
+    def _answer(self, request: Request) -> Response | Work[Any]:
         if request.method not in ("GET", "HEAD"):
             return text_response(405, "Method not allowed", {"Allow": "GET, HEAD"})
         if self._auth.enabled:

@@ -124,12 +124,21 @@ def test_web_config_errors(tmp_path):
         load_web_config(str(bad))
 
 
-def test_client_certificates_need_a_ca(tmp_path):
-    bad = tmp_path / "web.yml"
-    bad.write_text("tls_server_config:\n  cert_file: /x.crt\n  key_file: /x.key\n"
+def test_client_certificate_settings_follow_go(tmp_path):
+    """As exporter-toolkit: a client CA needs a client_auth_type that asks for
+    certificates; a verifying type without a CA uses the system's CAs."""
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  client_ca_file: {cert}\n")
+    with pytest.raises(ConfigError, match="client_ca_file: a client CA is set but client_auth_type does not ask"):
+        load_web_config(str(web))
+    web.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
                    "  client_auth_type: RequireAndVerifyClientCert\n")
-    with pytest.raises(ConfigError, match="client_ca_file: client_auth_type RequireAndVerifyClientCert needs the CA"):
-        load_web_config(str(bad))
+    tls = load_web_config(str(web)).tls_server_config
+    ctx = ssl_context(tls, str(web))
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
 
 
 def test_unknown_users_cost_as_much_as_known_ones():
@@ -146,6 +155,7 @@ def test_unknown_users_cost_as_much_as_known_ones():
     assert not auth.check("prom", "guess")
     known = time.perf_counter() - started
     assert unknown > known / 4, (unknown, known)
+
 
 def _group():
     return GroupCollection("host", Supervisor("host", [One(Host(), None)], timeout=2), min_interval=1)
@@ -265,3 +275,16 @@ def test_listen_errors_name_the_address_and_free_what_was_bound():
     with socket.socket() as again:  # the first address was bound, then closed
         again.bind(("127.0.0.1", free))
 
+
+def test_web_config_headers_are_on_every_answer(exporter_factory, tmp_path):
+    web = tmp_path / "web.yml"
+    web.write_text(f"http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+                   f"basic_auth_users:\n  prom: '{_hash('pw')}'\n")
+    e = exporter_factory(load_web_config(str(web)))
+    good = {"Authorization": "Basic " + base64.b64encode(b"prom:pw").decode()}
+    for path, headers, status in (("/metrics", good, 200), ("/nope", good, 404), ("/metrics", {}, 401)):
+        try:
+            got, answer, _ = get(f"http://127.0.0.1:{e.port}{path}", headers)
+        except urllib.error.HTTPError as err:
+            got, answer = err.code, dict(err.headers)
+        assert got == status and answer["X-Frame-Options"] == "deny", (path, answer)
