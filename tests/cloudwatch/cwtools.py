@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -152,3 +158,62 @@ def seq_family(samples: Sequence[tuple[tuple[str, ...], float]], labels: tuple[s
     for lv, v in samples:
         f.add(lv, v)
     return f
+
+
+class LoginAgent:
+    """`nodeagent --role login` publishing every second to CloudWatch through
+    `endpoint` (a fault proxy), its host port on `port`. `cloudwatch` holds the
+    sink's retry and timeout settings as YAML lines."""
+
+    def __init__(self, tmp_path: Path, endpoint: str, run: int, cluster: str, cloudwatch: str) -> None:
+        self.port = free_port()
+        cfg = tmp_path / f"config-{run}.yaml"
+        cfg.write_text(
+            f"""
+hostname: login-1
+paths:
+  cfnconfig: {tmp_path / "no-cfnconfig"}
+  state_dir: {tmp_path / "state"}
+  textfile_dir: {tmp_path / "textfile"}
+exporters:
+  host:
+    listen: 127.0.0.1:{self.port}
+cloudwatch:
+  cluster_name: {cluster}
+  region: us-east-1
+  endpoint_url: {endpoint}
+  interval: 1
+  imds: false
+{cloudwatch}"""
+        )
+        (tmp_path / "textfile").mkdir(exist_ok=True)
+        self.log = open(tmp_path / f"agent-{run}.log", "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nodeagent", "--role", "login", "--config", str(cfg)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **aws_test_env()},
+        )
+
+    def counters(self) -> dict[str, float]:
+        """The sink's own counters from /metrics (empty if it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        return {
+            m[1]: float(m[2])
+            for m in re.finditer(r"^(nodeagent_cloudwatch_datums_(?:published|sent)_total) (\S+)$", text, re.M)
+        }
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(5)
+        self.log.close()
+        return rc

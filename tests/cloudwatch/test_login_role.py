@@ -5,14 +5,11 @@ outage."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from cwtools import aws_test_env, free_port, statistics, wait_for
+from cwtools import LoginAgent, statistics, wait_for
 from faultproxy import FaultProxy
 
 from nodeagent.sinks.spool import decode
@@ -21,51 +18,13 @@ NS = "ParallelCluster/logincluster"
 SUMMARY = {"CPU_IDLE", "CPU_USED", "CPU_IOWAIT", "MEM_USED_PERCENT", "MEM_AVAILABLE", "DISK_USED_PERCENT"}
 
 
-class Agent:
-    def __init__(self, tmp_path: Path, proxy: FaultProxy, run: int) -> None:
-        port = free_port()
-        cfg = tmp_path / "config.yaml"
-        cfg.write_text(
-            f"""
-hostname: login-1
-paths:
-  cfnconfig: {tmp_path / "cfnconfig"}
-  state_dir: {tmp_path / "state"}
-  textfile_dir: {tmp_path / "textfile"}
-exporters:
-  host:
-    listen: 127.0.0.1:{port}
-cloudwatch:
-  cluster_name: logincluster
-  region: us-east-1
-  endpoint_url: {proxy.url}
-  interval: 1
+def Agent(tmp_path: Path, proxy: FaultProxy, run: int) -> LoginAgent:
+    return LoginAgent(tmp_path, proxy.url, run, "logincluster", """\
   max_attempts: 1
   connect_timeout: 0.5
   read_timeout: 0.5
   retry_max_delay: 0.2
-  imds: false
-"""
-        )
-        (tmp_path / "textfile").mkdir(exist_ok=True)
-        self.log = open(tmp_path / f"agent-{run}.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodeagent", "--role", "login", "--config", str(cfg)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **aws_test_env()},
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self.log.close()
-        return rc
+""")
 
 
 def summary_names(proxy: FaultProxy) -> set[str]:

@@ -14,23 +14,18 @@ delivery: that request may or may not have been stored, so it is sent again).
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from testlib import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cloudwatch"))
-from cwtools import aws_test_env, wait_for
+from cwtools import LoginAgent, aws_test_env, wait_for
 from faultproxy import FaultProxy
 
 from nodeagent.sinks.spool import decode
@@ -39,65 +34,14 @@ NAMESPACE = "ParallelCluster/outagecluster"
 Key = tuple[str, tuple[tuple[str, str], ...], int]  # metric, dimensions, timestamp (whole seconds on the wire)
 
 
-class Agent:
-    """`nodeagent --role login`, publishing every second through the proxy."""
-
-    def __init__(self, tmp_path: Path, proxy: FaultProxy, run: int) -> None:
-        self.port = free_port()
-        cfg = tmp_path / f"config-{run}.yaml"
-        cfg.write_text(
-            f"""
-hostname: login-1
-paths:
-  cfnconfig: {tmp_path / "no-cfnconfig"}
-  state_dir: {tmp_path / "state"}
-  textfile_dir: {tmp_path / "textfile"}
-exporters:
-  host:
-    listen: 127.0.0.1:{self.port}
-cloudwatch:
-  cluster_name: outagecluster
-  region: us-east-1
-  endpoint_url: {proxy.url}
-  interval: 1
+def Agent(tmp_path: Path, proxy: FaultProxy, run: int) -> LoginAgent:
+    """The login agent with botocore's retries and a read timeout longer than a publish."""
+    return LoginAgent(tmp_path, proxy.url, run, "outagecluster", """\
   max_attempts: 4
   connect_timeout: 0.5
   read_timeout: 2
   retry_max_delay: 1
-  imds: false
-"""
-        )
-        (tmp_path / "textfile").mkdir(exist_ok=True)
-        self.log = open(tmp_path / f"agent-{run}.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nodeagent", "--role", "login", "--config", str(cfg)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **aws_test_env()},
-        )
-
-    def counters(self) -> dict[str, float]:
-        """The sink's own counters from /metrics (empty if it does not answer)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
-        return {
-            m[1]: float(m[2])
-            for m in re.finditer(r"^(nodeagent_cloudwatch_datums_(?:published|sent)_total) (\S+)$", text, re.M)
-        }
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self.log.close()
-        return rc
+""")
 
 
 class SpoolWatcher(threading.Thread):
