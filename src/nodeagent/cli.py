@@ -13,10 +13,8 @@ from nodeagent.daemon import EX_CONFIG, Agent, Daemon, host_from_config, resolve
 from nodeagent.exposition import render
 from nodeagent.log import journal_stderr, setup_logging
 from nodeagent.model import merge_families
-from nodeagent.roles import ROLE_TABLE, RoleError
+from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, RoleError
 from nodeagent.settings import ConfigError
-
-ROLE_CHOICES = ("compute", "head", "login", "auto")
 
 
 def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
@@ -33,7 +31,8 @@ def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeagent",
-        description="Monitoring agent for GPU cluster nodes: host (:9100), GPU (:9400), Slurm (:9341), CloudWatch.",
+        description="Monitoring agent for GPU cluster nodes: "
+        + ", ".join(f"{group} (:{spec.port})" for group, spec in GROUPS.items()) + ", CloudWatch.",
     )
     parser.add_argument("--version", action="version", version=f"nodeagent {__version__}")
     _common(parser)
@@ -95,10 +94,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, str]:
 
 def cmd_collectors(as_json: bool) -> int:
     rows = []
-    from nodeagent.config import GROUP_PORTS
-
     for name, cls in registry.load_all().items():
-        rows.append({"name": name, "group": cls.group, "port": GROUP_PORTS.get(cls.group),
+        rows.append({"name": name, "group": cls.group, "port": GROUPS[cls.group].port,
                      "default_roles": list(cls.default_roles), "description": cls.description})
     if as_json:
         json.dump(rows, sys.stdout, indent=2)

@@ -11,18 +11,24 @@ from nodeagent import registry
 from nodeagent.collectors.slurm.settings import SlurmSettings
 from nodeagent.gpu.settings import GpuSettings
 from nodeagent.inputs import InputError, load_yaml, read_text
+from nodeagent.roles import GROUPS, ROLE_CHOICES
 from nodeagent.settings import (
     ConfigError,
     check_listen,
     check_range,
     check_timeout,
     load_dataclass,
+    shown,
 )
 from nodeagent.sinks.settings import CloudWatchSettings
 
 DEFAULT_CONFIG_PATH = "/etc/nodeagent/config.yaml"
-Role = Literal["compute", "head", "login"]
-GROUP_PORTS = {"host": 9100, "gpu": 9400, "slurm": 9341}
+
+
+def _check_role(value: Any) -> str | None:
+    if value is None or value in ROLE_CHOICES:
+        return None
+    return f"must be one of {', '.join(map(repr, ROLE_CHOICES))}, got {shown(value)}"
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,15 @@ class ExporterConfig:
     web_config: str | None = field(default=None, metadata={"check": _check_web_config})
 
 
+def _exporter(group: str) -> ExporterConfig:
+    return ExporterConfig(listen=f":{GROUPS[group].port}")
+
+
 @dataclass(frozen=True)
 class ExportersConfig:
-    host: ExporterConfig = ExporterConfig(listen=":9100")
-    gpu: ExporterConfig = ExporterConfig(listen=":9400")
-    slurm: ExporterConfig = ExporterConfig(listen=":9341")
+    host: ExporterConfig = _exporter("host")
+    gpu: ExporterConfig = _exporter("gpu")
+    slurm: ExporterConfig = _exporter("slurm")
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,8 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class Config:
-    role: Literal["compute", "head", "login", "auto"] | None = None
+    # compute, head, login or auto (ParallelCluster's cfnconfig); --role wins
+    role: str | None = field(default=None, metadata={"check": _check_role})
     # overrides the Hostname label and CloudWatch host dimension
     hostname: str | None = None
     log: LogConfig = LogConfig()

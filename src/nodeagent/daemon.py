@@ -37,7 +37,7 @@ from nodeagent.httpserver import HTTPServer, ListenError
 from nodeagent.log import setup_logging
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
-from nodeagent.roles import ROLE_TABLE, RoleError, detect_role
+from nodeagent.roles import ROLE_TABLE, RoleError, detect_role, role_help
 from nodeagent.settings import ConfigError, one_line
 from nodeagent.sinks import Sink, build_sinks
 from nodeagent.snapshot import GroupCollection
@@ -59,7 +59,7 @@ def resolve_role(cfg: Config, role_arg: str | None, host: Host) -> str:
     if role == "auto":
         return detect_role(host, cfg.paths.cfnconfig)
     if role not in ROLE_TABLE:
-        raise RoleError(f"unknown role {role!r}; expected compute, head, login or auto")
+        raise RoleError(f"unknown role {role!r}; expected {role_help()}")
     return role
 
 

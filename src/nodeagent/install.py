@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nodeagent.inputs import InputError, read_text
+from nodeagent.roles import ROLE_CHOICES, ROLES, role_help
 
-ROLES = ("compute", "head", "login")
 UNIT_TEMPLATE = "nodeagent@.service"
 # unit files in the package's data directory, relative to data/systemd
 UNIT_FILES = (
@@ -263,7 +263,7 @@ def _resolve_role(role: str, root: Path) -> str:
         except RoleError as e:
             raise InstallError(str(e)) from None
     if role not in ROLES:
-        raise InstallError(f"unknown role {role!r}; expected {', '.join(ROLES)} or auto")
+        raise InstallError(f"unknown role {role!r}; expected {role_help()}")
     return role
 
 
@@ -519,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m nodeagent.install")
     sub = parser.add_subparsers(dest="command", required=True)
     p_install = sub.add_parser("install")
-    p_install.add_argument("--role", required=True, choices=(*ROLES, "auto"))
+    p_install.add_argument("--role", required=True, choices=ROLE_CHOICES)
     p_install.add_argument("--config", default=None)
     p_install.add_argument("--no-start", action="store_true")
     p_uninstall = sub.add_parser("uninstall")

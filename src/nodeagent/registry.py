@@ -17,8 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
-
-ROLES: tuple[str, ...] = ("compute", "head", "login")
+from nodeagent.roles import GROUPS, ROLES
 
 # Every module that registers collectors. Adding a collector = one line here.
 COLLECTOR_MODULES: tuple[str, ...] = (
@@ -116,6 +115,8 @@ def register(cls: C) -> C:
     unknown = set(cls.default_roles) - set(ROLES)
     if unknown:
         raise ValueError(f"collector {cls.name}: unknown roles {sorted(unknown)}")
+    if cls.group not in GROUPS:
+        raise ValueError(f"collector {cls.name}: unknown group {cls.group!r}")
     _REGISTRY[cls.name] = cls
     return cls
 

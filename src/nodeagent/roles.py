@@ -1,9 +1,13 @@
-"""The role table: which collector groups run in a role, which groups get an
-HTTP exporter, and which go to CloudWatch (when the sink is enabled).
+"""The one table of roles, collector groups, ports and metric prefixes.
 
-    compute: host -> :9100, gpu -> :9400
-    head:    host -> :9100 (+CloudWatch), slurm -> :9341 (+CloudWatch)
-    login:   host -> :9100 (+CloudWatch)
+    role     groups (served over HTTP, to CloudWatch when the sink runs there)
+    compute  host -> :9100, gpu -> :9400
+    head     host -> :9100, slurm -> :9341
+    login    host -> :9100
+
+Everything else (the registry, the CLI, install, the sinks, the config
+defaults, the publishers) reads roles, groups and ports from here: a role or
+a port is changed in this file and nowhere else.
 """
 
 from __future__ import annotations
@@ -17,20 +21,65 @@ from nodeagent.settings import shown
 
 
 @dataclass(frozen=True)
+class GroupSpec:
+    port: int  # the exporter's default port (exporters.<group>.listen is ":<port>")
+    # family-name prefixes: the exporter it stands in for, then nodeagent's additions
+    metric_prefixes: tuple[str, ...]
+    compatible_with: str  # whose names and port the group keeps
+
+
+GROUPS: dict[str, GroupSpec] = {
+    "host": GroupSpec(port=9100, metric_prefixes=("node_", "nodeagent_"), compatible_with="node_exporter"),
+    "gpu": GroupSpec(port=9400, metric_prefixes=("DCGM_", "nodeagent_gpu"), compatible_with="dcgm-exporter"),
+    "slurm": GroupSpec(port=9341, metric_prefixes=("slurm_", "nodeagent_slurm"), compatible_with="slurm_exporter"),
+}
+
+
+@dataclass(frozen=True)
 class RoleSpec:
     groups: tuple[str, ...]  # collector groups that run
     exporters: tuple[str, ...]  # groups served over HTTP
     cloudwatch: tuple[str, ...]  # groups whose families go to the CloudWatch sink
+    node_type: str  # ParallelCluster's cfn_node_type in /etc/parallelcluster/cfnconfig
+    node_type_tag: str  # the EC2 tag parallelcluster:node-type
+    title: str  # how dashboards name the role's nodes
 
 
 ROLE_TABLE: dict[str, RoleSpec] = {
-    "compute": RoleSpec(groups=("host", "gpu"), exporters=("host", "gpu"), cloudwatch=("host", "gpu")),
-    "head": RoleSpec(groups=("host", "slurm"), exporters=("host", "slurm"), cloudwatch=("host", "slurm")),
-    "login": RoleSpec(groups=("host",), exporters=("host",), cloudwatch=("host",)),
+    "compute": RoleSpec(groups=("host", "gpu"), exporters=("host", "gpu"), cloudwatch=("host", "gpu"),
+                        node_type="ComputeFleet", node_type_tag="Compute", title="Compute nodes"),
+    "head": RoleSpec(groups=("host", "slurm"), exporters=("host", "slurm"), cloudwatch=("host", "slurm"),
+                     node_type="HeadNode", node_type_tag="HeadNode", title="Head node"),
+    "login": RoleSpec(groups=("host",), exporters=("host",), cloudwatch=("host",),
+                      node_type="LoginNode", node_type_tag="LoginNode", title="Login nodes"),
 }
 
+ROLES: tuple[str, ...] = tuple(ROLE_TABLE)
+# what --role and the config's `role` take: auto reads ParallelCluster's cfnconfig
+ROLE_CHOICES: tuple[str, ...] = (*ROLES, "auto")
+# the order in which dashboards, alarms and cost reports list the roles
+DISPLAY_ORDER: tuple[str, ...] = ("head", "login", "compute")
+assert sorted(DISPLAY_ORDER) == sorted(ROLES)
+
+# the hint when no role can be found
+PASS_ROLE = f"pass --role {'|'.join(ROLES)}"
+
 # ParallelCluster's cfn_node_type values
-NODE_TYPES = {"HeadNode": "head", "ComputeFleet": "compute", "LoginNode": "login"}
+NODE_TYPES = {spec.node_type: role for role, spec in ROLE_TABLE.items()}
+
+
+def group_port(group: str) -> int:
+    return GROUPS[group].port
+
+
+def roles_serving(group: str) -> tuple[str, ...]:
+    """The roles whose agent serves this group over HTTP."""
+    return tuple(role for role, spec in ROLE_TABLE.items() if group in spec.exporters)
+
+
+def role_help() -> str:
+    """'compute, head, login or auto' for messages."""
+    return f"{', '.join(ROLES)} or auto"
 
 
 class RoleError(Exception):
@@ -61,11 +110,11 @@ def detect_role(host: Host, cfnconfig_path: str) -> str:
     except InputError as e:
         raise RoleError(
             f"--role auto: {shown(cfnconfig_path)} {e}; "
-            "this does not look like a ParallelCluster node: pass --role compute|head|login"
+            f"this does not look like a ParallelCluster node: {PASS_ROLE}"
         ) from None
     node_type = parse_cfnconfig(text).get("cfn_node_type")
     if node_type is None:
-        raise RoleError(f"--role auto: {shown(cfnconfig_path)} has no cfn_node_type; pass --role compute|head|login")
+        raise RoleError(f"--role auto: {shown(cfnconfig_path)} has no cfn_node_type; {PASS_ROLE}")
     role = NODE_TYPES.get(node_type)
     if role is None:
         raise RoleError(

@@ -23,7 +23,7 @@ name where there is none); DISK_USED_PERCENT adds Mountpoint. With
 """
 
 from nodeagent.catalogue.spec import CloudWatchSpec, counter, gauge
-from nodeagent.registry import ROLES
+from nodeagent.roles import ROLES
 
 _SINK = "cloudwatch"
 

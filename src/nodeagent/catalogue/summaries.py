@@ -23,7 +23,7 @@ same from the per-GPU and per-device series (config/grafana/ shows how).
 """
 
 from nodeagent.catalogue.spec import CloudWatchSpec, gauge
-from nodeagent.registry import ROLES
+from nodeagent.roles import ROLES
 
 _GPU = "gpu_summary"
 _IO = "io_summary"

@@ -35,6 +35,7 @@ from nodeagent.catalogue import slurm as cat_slurm
 from nodeagent.catalogue import summaries as cat_sum
 from nodeagent.publish.dashboards import add_common_arguments, aws_client, aws_error, load_settings
 from nodeagent.publish.published import CwMetric, NotPublished, Published
+from nodeagent.roles import DISPLAY_ORDER
 
 MANAGED = "Managed by `nodeagent alarms`"
 
@@ -137,7 +138,7 @@ class AlarmBuilder:
                 make(key)
             except NotPublished as e:
                 self.skip(key, str(e))
-        for role in ("head", "login", "compute"):
+        for role in DISPLAY_ORDER:
             key = f"spool-backlog-{role}"
             if role not in p.settings.roles or not p.settings.enabled:
                 continue  # this role does not publish: nothing to watch

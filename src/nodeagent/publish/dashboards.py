@@ -42,11 +42,11 @@ from nodeagent.catalogue import summaries as cat_sum
 from nodeagent.catalogue.spec import MetricSpec
 from nodeagent.publish.published import CwMetric, NotPublished, Published
 from nodeagent.publish.widgets import Expr, Layout, Line, Metric, Search
+from nodeagent.roles import ROLE_TABLE
 from nodeagent.sinks.settings import CloudWatchSettings
 
 PC_LOG_GROUP_PREFIX = "/aws/parallelcluster/"
 PER_NODE_LABEL = "${PROP('Dim.InstanceId')}"
-ROLE_TITLES = {"head": "Head node", "login": "Login nodes", "compute": "Compute nodes"}
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def _header(b: _Builder, cluster: str, kind: str, other: str) -> None:
 
 
 def _host_row(b: _Builder, role: str) -> None:
-    title = ROLE_TITLES[role]
+    title = ROLE_TABLE[role].title
     b.widget(f"{title}: CPU used %", lambda: [_per_node(b, cat_sinks.HOST_CPU_USED, role)], width=8, y_max=100)
     b.widget(f"{title}: memory used %", lambda: [_per_node(b, cat_sinks.HOST_MEM_USED, role)], width=8, y_max=100)
     b.widget(f"{title}: disk used %", lambda: [

@@ -18,11 +18,8 @@ from typing import Any
 
 import yaml
 
-from nodeagent.config import GROUP_PORTS
-from nodeagent.roles import ROLE_TABLE
+from nodeagent.roles import GROUPS, ROLE_TABLE
 
-# role -> value of the parallelcluster:node-type tag
-NODE_TYPE_TAGS = {"head": "HeadNode", "compute": "Compute", "login": "LoginNode"}
 # exporter group -> Prometheus job name
 JOB_NAMES = {"host": "nodeagent-host", "gpu": "nodeagent-gpu", "slurm": "nodeagent-slurm"}
 
@@ -44,7 +41,7 @@ TARGET_LABELS = (
 
 def node_types_for_group(group: str) -> list[str]:
     """Tag values of the node types whose role serves this group over HTTP."""
-    return [NODE_TYPE_TAGS[role] for role, spec in ROLE_TABLE.items() if group in spec.exporters]
+    return [spec.node_type_tag for spec in ROLE_TABLE.values() if group in spec.exporters]
 
 
 def scrape_job(group: str, cluster: str, region: str, port: int) -> dict[str, Any]:
@@ -87,11 +84,11 @@ def render(
         raise ValueError(f"region {region!r}: expected an AWS region name such as us-east-1")
     if not DURATION_RE.fullmatch(scrape_interval):
         raise ValueError(f"scrape interval {scrape_interval!r}: expected a duration such as 15s or 1m")
-    group_ports = {**GROUP_PORTS, **(ports or {})}
+    group_ports = {**{g: spec.port for g, spec in GROUPS.items()}, **(ports or {})}
     jobs: list[dict[str, Any]] = []
     if scrape_self:
         jobs.append({"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]})
-    for group in GROUP_PORTS:
+    for group in GROUPS:
         if node_types_for_group(group):
             jobs.append(scrape_job(group, cluster, region, group_ports[group]))
     doc = {

@@ -21,12 +21,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from nodeagent.catalogue import CATALOGUE, Catalogue, MetricSpec
-from nodeagent.roles import ROLE_TABLE
+from nodeagent.roles import DISPLAY_ORDER, GROUPS, ROLE_TABLE
 from nodeagent.sinks.mapping import ROLLUP_LABEL as ROLLUP_LABEL  # the sink's; docs.py reads it here
 from nodeagent.sinks.mapping import dimension_name, rollup_index, storage_resolution
 from nodeagent.sinks.settings import CloudWatchSettings
 
-ROLE_ORDER = ("head", "login", "compute")
+ROLE_ORDER = DISPLAY_ORDER
 
 
 class NotPublished(LookupError):
@@ -65,7 +65,7 @@ def _roles_of(spec: MetricSpec, settings: CloudWatchSettings) -> tuple[str, ...]
     for role in ROLE_ORDER:
         if role not in spec.cloudwatch.roles or role not in settings.roles:
             continue
-        if spec.group in ("host", "gpu", "slurm") and spec.group not in ROLE_TABLE[role].cloudwatch:
+        if spec.group in GROUPS and spec.group not in ROLE_TABLE[role].cloudwatch:
             continue
         roles.append(role)
     return tuple(roles)

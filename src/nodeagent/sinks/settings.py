@@ -10,18 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nodeagent.roles import ROLES
+
 # CloudWatch's own limits. The sink never sends beyond them, whatever the settings.
 MAX_DATUMS_PER_REQUEST = 1000
 MAX_REQUEST_BYTES = 1_000_000  # 1 MB per PutMetricData request (decimal, below 1 MiB)
 MAX_DIMENSIONS = 30
 
-ROLE_NAMES = ("compute", "head", "login")
 
 
 def _check_roles(value: Any) -> str | None:
-    unknown = [r for r in value if r not in ROLE_NAMES]
+    unknown = [r for r in value if r not in ROLES]
     if unknown:
-        return f"unknown role(s) {', '.join(map(repr, unknown))}; roles are {', '.join(ROLE_NAMES)}"
+        return f"unknown role(s) {', '.join(map(repr, unknown))}; roles are {', '.join(ROLES)}"
     return None
 
 

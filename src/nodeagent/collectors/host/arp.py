@@ -5,6 +5,7 @@ from __future__ import annotations
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
+from nodeagent.roles import ROLES
 
 
 def parse_arp(text: str, source: str = "arp") -> dict[str, int]:
@@ -27,7 +28,7 @@ def parse_arp(text: str, source: str = "arp") -> dict[str, int]:
 class ArpCollector(Collector):
     name = "arp"
     group = "host"
-    default_roles = ("compute", "head", "login")
+    default_roles = ROLES
     description = "ARP table entries per network device (node_arp_entries) from /proc/net/arp."
 
     def collect(self) -> list[MetricFamily]:

@@ -7,6 +7,7 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.collectors.host._values import read_uint
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
+from nodeagent.roles import ROLES
 
 
 def parse_entropy(entropy_avail: str, poolsize: str) -> tuple[int, int]:
@@ -18,7 +19,7 @@ def parse_entropy(entropy_avail: str, poolsize: str) -> tuple[int, int]:
 class EntropyCollector(Collector):
     name = "entropy"
     group = "host"
-    default_roles = ("compute", "head", "login")
+    default_roles = ROLES
     description = "Kernel entropy pool (node_entropy_*) from /proc/sys/kernel/random."
 
     def collect(self) -> list[MetricFamily]:

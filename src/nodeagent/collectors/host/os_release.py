@@ -12,6 +12,7 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
+from nodeagent.roles import ROLES
 
 OS_RELEASE_FILES = ("etc/os-release", "usr/lib/os-release")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -69,7 +70,7 @@ def os_families(env: dict[str, str]) -> list[MetricFamily]:
 class OsCollector(Collector):
     name = "os"
     group = "host"
-    default_roles = ("compute", "head", "login")
+    default_roles = ROLES
     description = "Operating system release (node_os_info, node_os_version) from os-release."
 
     def __init__(self, host: Host, options: Any, context: CollectorContext | None = None) -> None:

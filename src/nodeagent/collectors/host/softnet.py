@@ -6,6 +6,7 @@ from __future__ import annotations
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
+from nodeagent.roles import ROLES
 
 MIN_COLUMNS = 9
 
@@ -32,7 +33,7 @@ def parse_softnet(text: str, source: str = "softnet_stat") -> list[tuple[int, in
 class SoftnetCollector(Collector):
     name = "softnet"
     group = "host"
-    default_roles = ("compute", "head", "login")
+    default_roles = ROLES
     description = "Per-CPU network softirq statistics (node_softnet_*) from /proc/net/softnet_stat."
 
     def collect(self) -> list[MetricFamily]:

@@ -46,6 +46,7 @@ from nodeagent.collectors.host._values import go_float
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily, MetricType
 from nodeagent.registry import Collector, CollectorContext, register
+from nodeagent.roles import ROLES
 
 log = structlog.get_logger(__name__)
 
@@ -510,7 +511,7 @@ Problems = dict[tuple[str, str], tuple[str, int]]
 class TextfileCollector(Collector):
     name = "textfile"
     group = "host"
-    default_roles = ("compute", "head", "login")
+    default_roles = ROLES
     description = "Metrics from *.prom files in paths.textfile_dir (node_exporter's textfile collector)."
     Options = TextfileOptions
 
