@@ -87,7 +87,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
+def _convert(value: Any, tp: Any, source: str, key: str, base: Any = None) -> Any:
+    """value as type tp; base is what a section (a dataclass) given in part
+    starts from (see section_default)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -102,10 +104,10 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
             return None
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:  # Optional[X]: X's own message is the clearest
-            return _convert(value, options[0], source, key)
+            return _convert(value, options[0], source, key, base)
         for arg in options:
             try:
-                return _convert(value, arg, source, key)
+                return _convert(value, arg, source, key, base)
             except ConfigError:
                 continue
         raise ConfigError(source, key, f"expected {_type_name(tp)}, got {_describe(value)}")
@@ -114,7 +116,7 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
             value = {}
         if not isinstance(value, Mapping):
             raise ConfigError(source, key, f"expected a mapping, got {_describe(value)}")
-        return load_dataclass(tp, value, source, key)
+        return load_dataclass(tp, value, source, key, base if isinstance(base, tp) else None)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(source, key, f"expected a list, got {_describe(value)}")
@@ -179,9 +181,27 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {shown(value)}"
 
 
-def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: str = "") -> T:
-    """Build dataclass cls from a mapping; unknown keys and wrong types raise
-    ConfigError naming source and the dotted key path."""
+def section_default(f: dataclasses.Field[Any], base: Any = None) -> Any:
+    """The merge rule, for every section of every settings file: a key left
+    out keeps its default, and the default of a key inside a section is that
+    section's own default, not its class's. `exporters: {gpu: {min_interval:
+    2}}` keeps the gpu exporter's `listen: ":9400"` (ExportersConfig.gpu's
+    default), not ExporterConfig's ":9100". base is the enclosing section's
+    default, when it has one."""
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: str = "", base: T | None = None) -> T:
+    """Build dataclass cls from a mapping, over base (else the class
+    defaults): keys left out keep base's values (section_default). Unknown
+    keys and wrong types raise ConfigError naming source and the dotted key
+    path."""
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}
@@ -192,7 +212,7 @@ def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: s
         if f is None:
             known = ", ".join(sorted(fields)) or "(none)"
             raise ConfigError(source, path, f"unknown key (known keys here: {known})")
-        converted = _convert(value, hints[key], source, path)
+        converted = _convert(value, hints[key], source, path, section_default(f, base))
         if f.metadata.get("regex") and isinstance(converted, str):
             try:
                 re.compile(converted)
@@ -205,6 +225,8 @@ def load_dataclass(cls: type[T], data: Mapping[str, Any], source: str, prefix: s
                 raise ConfigError(source, path, problem)
         kwargs[key] = converted
     try:
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)  # type: ignore[type-var]
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(source, prefix or "(top level)", str(e)) from None

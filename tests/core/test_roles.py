@@ -47,7 +47,7 @@ def test_config_defaults_follow_the_table():
 
 
 def test_every_role_and_collector_group_is_in_the_table():
-    assert ROLE_CHOICES == (*ROLES, "auto")
+    assert (*ROLES, "auto") == ROLE_CHOICES
     assert set(NODE_TYPES.values()) == set(ROLES)
     for spec in ROLE_TABLE.values():
         assert set(spec.exporters) <= set(spec.groups) <= set(GROUPS)
