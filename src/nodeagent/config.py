@@ -11,7 +11,7 @@ from nodeagent import registry
 from nodeagent.collectors.slurm.settings import SlurmSettings
 from nodeagent.gpu.settings import GpuSettings
 from nodeagent.inputs import InputError, load_yaml, read_text
-from nodeagent.roles import GROUPS, ROLE_CHOICES
+from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, roles_serving
 from nodeagent.settings import (
     ConfigError,
     check_listen,
@@ -195,6 +195,22 @@ def validate_collectors(cfg: Config) -> None:
         if not isinstance(c.options[name], dict) and c.options[name] is not None:
             raise ConfigError(cfg.source, f"collectors.options.{name}", "expected a mapping")
         collector_options(cfg, name)
+
+
+def validate_role_collectors(cfg: Config, role: str) -> None:
+    """A collector enabled in a role that does not run its group would be
+    accepted and never run: an error naming the key instead."""
+    groups = ROLE_TABLE[role].groups
+    known = registry.load_all()
+    for i, name in enumerate(cfg.collectors.enable):
+        group = known[name].group
+        if group not in groups:
+            serving = ", ".join(roles_serving(group))
+            raise ConfigError(
+                cfg.source, f"collectors.enable[{i}]",
+                f"collector {name!r} feeds the {group} exporter (:{GROUPS[group].port}), which the {role} role "
+                f"does not run (roles that do: {serving}); remove it from this role's config",
+            )
 
 
 def enabled_collectors(cfg: Config, role: str) -> list[str]:

@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from nodeagent import __version__, registry, reloadctl
 from nodeagent.catalogue import agent as agent_cat
-from nodeagent.config import Config, collector_options, enabled_collectors, load_config
+from nodeagent.config import Config, collector_options, enabled_collectors, load_config, validate_role_collectors
 from nodeagent.exporter import Exporter, ListenKey, listen_addresses, listen_key
 from nodeagent.exposition import render
 from nodeagent.host import Host, Roots
@@ -55,17 +55,21 @@ def host_from_config(cfg: Config) -> Host:
 
 
 def resolve_role(cfg: Config, role_arg: str | None, host: Host) -> str:
+    """The role to run, and the config checked against it (ConfigError names
+    a key that this role cannot honour)."""
     role = role_arg or cfg.role or "auto"
     if role == "auto":
-        return detect_role(host, cfg.paths.cfnconfig)
+        role = detect_role(host, cfg.paths.cfnconfig)
     if role not in ROLE_TABLE:
         raise RoleError(f"unknown role {role!r}; expected {role_help()}")
+    validate_role_collectors(cfg, role)
     return role
 
 
 def build_collectors(cfg: Config, role: str, host: Host, groups: tuple[str, ...]) -> dict[str, list[Collector]]:
     """Instantiate the role's enabled collectors, by group. Options are
     validated here too (ConfigError names the key)."""
+    validate_role_collectors(cfg, role)
     known = registry.load_all()
     by_group: dict[str, list[Collector]] = {g: [] for g in groups}
     context = CollectorContext(config=cfg, role=role)
@@ -74,7 +78,7 @@ def build_collectors(cfg: Config, role: str, host: Host, groups: tuple[str, ...]
         for name in enabled_collectors(cfg, role):
             cls = known[name]
             if cls.group not in by_group:
-                continue  # e.g. `collectors.enable: [sinfo]` on a compute node: not this role's group
+                continue  # a default of another role's group (enabled ones were validated above)
             collector = cls(host, collector_options(cfg, name), context)
             built.append(collector)
             by_group[cls.group].append(collector)

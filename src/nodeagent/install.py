@@ -267,13 +267,14 @@ def _resolve_role(role: str, root: Path) -> str:
     return role
 
 
-def _validate_config(text: str, source: str) -> str | None:
-    """None when the config is valid, else the message naming file and key."""
-    from nodeagent.config import parse_config
+def _validate_config(text: str, source: str, role: str) -> str | None:
+    """None when the config is valid for the role, else the message naming
+    file and key."""
+    from nodeagent.config import parse_config, validate_role_collectors
     from nodeagent.settings import ConfigError
 
     try:
-        parse_config(text, source)
+        validate_role_collectors(parse_config(text, source), role)
     except ConfigError as e:
         return str(e)
     return None
@@ -300,7 +301,7 @@ def _ensure_user(s: _Session, useradd: str) -> None:
     s.say(f"created system user {SERVICE_USER}")
 
 
-def _install_config(s: _Session, config_path: str | None) -> None:
+def _install_config(s: _Session, config_path: str | None, role: str) -> None:
     target = s.path(CONFIG_FILE)
     if config_path is None:
         try:
@@ -311,7 +312,7 @@ def _install_config(s: _Session, config_path: str | None) -> None:
             s.manifest.setdefault("config", {}).setdefault("created", True)
             s.say(f"wrote {s.show(target)} (all comments: the role's defaults apply)")
             return
-        error = _validate_config(text, s.show(target))
+        error = _validate_config(text, s.show(target), role)
         if error:
             raise _ConfigInvalid(error)
         s.say(f"{s.show(target)} is valid")
@@ -320,7 +321,7 @@ def _install_config(s: _Session, config_path: str | None) -> None:
         text = read_text(config_path)  # a regular file of UTF-8 text, never a FIFO or a device
     except InputError as e:
         raise _ConfigInvalid(f"{config_path}: {e}") from None
-    error = _validate_config(text, os.path.abspath(config_path))
+    error = _validate_config(text, os.path.abspath(config_path), role)
     if error:
         raise _ConfigInvalid(error)
     cfg_state = s.manifest.setdefault("config", {})
@@ -415,7 +416,7 @@ def install(
         return EX_USAGE
     try:
         s.load_manifest()
-        _install_config(s, config_path)
+        _install_config(s, config_path, role)
         _ensure_user(s, useradd)
         _install_units(s, exec_path or default_exec_path())
         s.manifest["role"] = role
