@@ -18,7 +18,9 @@ node-local checks and drains or resumes this node in Slurm
 (checks/slurm_health.py): Slurm's HealthCheckProgram.
 
 Prints a table or JSON; exits 0 when nothing failed (warnings and skipped
-checks are fine), 1 when something failed, 78 when the config is invalid.
+checks are fine), 1 when something failed or the role is unknown, 78 when
+the config is invalid. With --json, stdout is a JSON document whatever
+happens (error_report when the checks could not run).
 A bootstrap script runs it as the node's smoke test after `nodeagent install`.
 """
 
@@ -33,13 +35,13 @@ from typing import TextIO
 from nodeagent.checks.head import head_checks
 from nodeagent.checks.node import node_checks, systemd_running
 from nodeagent.checks.options import CheckOptions
-from nodeagent.checks.result import FAIL, SKIP, WARN, CheckRow
+from nodeagent.checks.result import FAIL, SKIP, WARN, CheckRow, fail
 from nodeagent.checks.service import service_checks
 from nodeagent.config import Config
 from nodeagent.daemon import Agent, host_from_config
 from nodeagent.roles import ROLE_TABLE
 
-__all__ = ["CheckOptions", "CheckRow", "main", "run_checks"]
+__all__ = ["CheckOptions", "CheckRow", "error_report", "main", "run_checks"]
 
 
 def collector_rows(cfg: Config, role: str) -> list[CheckRow]:
@@ -65,7 +67,7 @@ def collector_rows(cfg: Config, role: str) -> list[CheckRow]:
     return rows
 
 
-def run_checks(cfg: Config, role: str, options: CheckOptions | None = None) -> list[CheckRow]:
+def run_checks(cfg: Config, role: str, options: CheckOptions | None = None, role_source: str = "") -> list[CheckRow]:
     options = options or CheckOptions()
     host = host_from_config(cfg)
     if options.slurm_health:
@@ -75,7 +77,8 @@ def run_checks(cfg: Config, role: str, options: CheckOptions | None = None) -> l
         findings = [r.finding or r.check for r in rows if r.fatal]
         rows.append(slurm_health.apply(cfg, host, findings, options.node, options.dry_run))
         return rows
-    rows = [CheckRow("config", True, 0.0, None, f"{cfg.source} is valid for role {role}")]
+    whence = f" (from {role_source})" if role_source else ""
+    rows = [CheckRow("config", True, 0.0, None, f"{cfg.source} is valid for role {role}{whence}")]
     if options.endpoints:
         rows.extend(service_checks(cfg, role, host, options, systemd_running(host)))
     rows.extend(collector_rows(cfg, role))
@@ -109,20 +112,32 @@ def print_table(rows: list[CheckRow], out: TextIO) -> None:
     out.write(f"\n{summary(rows)}\n")
 
 
-def main(cfg: Config, role: str, as_json: bool, out: TextIO = sys.stdout, options: CheckOptions | None = None) -> int:
+def _report(role: str | None, options: CheckOptions, rows: list[CheckRow], **extra: object) -> dict[str, object]:
+    return {
+        "role": role,
+        "mode": "slurm-health" if options.slurm_health else "check",
+        "healthy": all(r.ok for r in rows),
+        "summary": summary(rows),
+        **extra,
+        "checks": [asdict(r) for r in rows],
+    }
+
+
+def error_report(check: str, error: str, hint: str, options: CheckOptions, out: TextIO = sys.stdout) -> None:
+    """The JSON document of a check that could not run (the config is
+    invalid, the role unknown): one failed row saying why."""
+    row = fail(check, error, hint)
+    json.dump(_report(None, options, [row], error=error), out, indent=2)
+    out.write("\n")
+
+
+def main(cfg: Config, role: str, as_json: bool, out: TextIO = sys.stdout, options: CheckOptions | None = None,
+         role_source: str = "") -> int:
     options = options or CheckOptions()
-    rows = run_checks(cfg, role, options)
-    healthy = all(r.ok for r in rows)
+    rows = run_checks(cfg, role, options, role_source)
     if as_json:
-        report = {
-            "role": role,
-            "mode": "slurm-health" if options.slurm_health else "check",
-            "healthy": healthy,
-            "summary": summary(rows),
-            "checks": [asdict(r) for r in rows],
-        }
-        json.dump(report, out, indent=2)
+        json.dump(_report(role, options, rows, role_source=role_source or None), out, indent=2)
         out.write("\n")
     else:
         print_table(rows, out)
-    return 0 if healthy else 1
+    return 0 if all(r.ok for r in rows) else 1

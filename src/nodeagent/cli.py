@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from nodeagent import __version__, registry
+from nodeagent.checks.options import CheckOptions
 from nodeagent.config import Config, load_config
-from nodeagent.daemon import EX_CONFIG, Agent, Daemon, host_from_config, resolve_role
+from nodeagent.daemon import EX_CONFIG, Agent, Daemon, choose_config_role, host_from_config
 from nodeagent.exposition import render
 from nodeagent.log import journal_stderr, setup_logging
 from nodeagent.model import merge_families
-from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, RoleError
+from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, ChosenRole, RoleError
 from nodeagent.settings import ConfigError
 
 
@@ -22,7 +25,8 @@ def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
     they must not reset what was given before it."""
     default = argparse.SUPPRESS if sub else None
     p.add_argument("--role", choices=ROLE_CHOICES, default=default,
-                   help="node role (default: the config's `role`, else auto from ParallelCluster's cfnconfig)")
+                   help="node role (default: the config's `role`, else the role `nodeagent install` enabled, "
+                   "else auto from ParallelCluster's cfnconfig)")
     p.add_argument("--config", metavar="PATH", default=default,
                    help="config file (default /etc/nodeagent/config.yaml; absent = role defaults)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=default)
@@ -86,10 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, str]:
+# The role is unknown (no --role, no `role` in the config, no install record
+# and no ParallelCluster cfnconfig): not the config file's fault, so not 78.
+EX_ROLE_UNKNOWN = 1
+CONFIG_HINT = "fix what the message names in the config file, then run the check again"
+ROLE_HINT = "pass --role, set `role` in the config, or run `nodeagent install --role ROLE`"
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, ChosenRole]:
     cfg = load_config(args.config)
-    role = resolve_role(cfg, args.role, host_from_config(cfg))
-    return cfg, role
+    return cfg, choose_config_role(cfg, args.role, host_from_config(cfg))
 
 
 def cmd_collectors(as_json: bool) -> int:
@@ -125,7 +135,39 @@ def cmd_once(cfg: Config, role: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. A reader that goes away (`nodeagent collectors |
+    head`) ends the command quietly, as Python's documentation advises:
+    stdout is pointed at /dev/null so that the flush at exit cannot fail
+    again."""
     journal_stderr()  # under systemd: each stderr line reaches the journal with its priority
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # inside the try: a pipe closed early fails here
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    return status
+
+
+def _config_failed(args: argparse.Namespace, command: str, check: str, error: Exception, status: int,
+                   hint: str) -> int:
+    """One line on stderr; `check --json` also prints its JSON document."""
+    print(f"nodeagent: {error}", file=sys.stderr)
+    if command == "check" and args.json:
+        from nodeagent import check as check_module
+
+        check_module.error_report(check, str(error), hint, _check_options(args))
+    return status
+
+
+def _check_options(args: argparse.Namespace) -> CheckOptions:
+    return CheckOptions(endpoints=not args.no_endpoints, slurm_health=args.slurm_health,
+                        dry_run=args.dry_run, node=args.node)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     if command == "collectors":
@@ -155,24 +197,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         handlers = {"dashboard": dashboards.dashboard_main, "alarms": alarms.alarms_main, "cost": cost.cost_main}
         return handlers[command](args)
     try:
-        cfg, role = _load(args)
-    except (ConfigError, RoleError) as e:
-        print(f"nodeagent: {e}", file=sys.stderr)
-        return EX_CONFIG
+        cfg, chosen = _load(args)
+    except ConfigError as e:
+        return _config_failed(args, command, "config", e, EX_CONFIG, CONFIG_HINT)
+    except RoleError as e:
+        return _config_failed(args, command, "role", e, EX_ROLE_UNKNOWN, ROLE_HINT)
     setup_logging(args.log_level or cfg.log.level, cfg.log.format)
+    role = chosen.role
     try:
         if command == "check":
             from nodeagent import check
 
-            options = check.CheckOptions(endpoints=not args.no_endpoints, slurm_health=args.slurm_health,
-                                         dry_run=args.dry_run, node=args.node)
-            return check.main(cfg, role, args.json, options=options)
+            try:
+                return check.main(cfg, role, args.json, options=_check_options(args), role_source=chosen.source)
+            except (ConfigError, BrokenPipeError):
+                raise
+            except Exception as e:
+                if not args.json:
+                    raise
+                # --json promises a JSON document: the bug's traceback goes to stderr
+                traceback.print_exc()
+                check.error_report("check", f"{type(e).__name__}: {e}", "a bug in nodeagent check: please report it",
+                                   _check_options(args))
+                return 1
         if args.once:
             return cmd_once(cfg, role)
         return Daemon(args.config, args.role, args.log_level).run(cfg, role)
     except ConfigError as e:
         # collector options are validated when collectors are built
-        print(f"nodeagent: {e}", file=sys.stderr)
-        return EX_CONFIG
+        return _config_failed(args, command, "config", e, EX_CONFIG, CONFIG_HINT)
 
 

@@ -37,7 +37,7 @@ from nodeagent.httpserver import HTTPServer, ListenError
 from nodeagent.log import setup_logging
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext
-from nodeagent.roles import ROLE_TABLE, RoleError, detect_role, role_help
+from nodeagent.roles import ROLE_CHOICES, ROLE_TABLE, ChosenRole, RoleError, choose_role, role_help
 from nodeagent.settings import ConfigError, one_line
 from nodeagent.sinks import Sink, build_sinks
 from nodeagent.snapshot import GroupCollection
@@ -54,16 +54,20 @@ def host_from_config(cfg: Config) -> Host:
     return Host(Roots(procfs=p.procfs, sysfs=p.sysfs, rootfs=p.rootfs, debugfs=p.debugfs, etc=p.etc, dev=p.dev))
 
 
+def choose_config_role(cfg: Config, role_arg: str | None, host: Host) -> ChosenRole:
+    """The role to run (roles.choose_role: --role, the config's role, the
+    install record, cfnconfig), with the config checked against it:
+    RoleError when no role is found, ConfigError naming a key that this
+    role cannot honour."""
+    if role_arg is not None and role_arg not in ROLE_CHOICES:
+        raise RoleError(f"unknown role {role_arg!r}; expected {role_help()}")
+    chosen = choose_role(role_arg, cfg.role, cfg.source, host, cfg.paths.cfnconfig)
+    validate_role_collectors(cfg, chosen.role)
+    return chosen
+
+
 def resolve_role(cfg: Config, role_arg: str | None, host: Host) -> str:
-    """The role to run, and the config checked against it (ConfigError names
-    a key that this role cannot honour)."""
-    role = role_arg or cfg.role or "auto"
-    if role == "auto":
-        role = detect_role(host, cfg.paths.cfnconfig)
-    if role not in ROLE_TABLE:
-        raise RoleError(f"unknown role {role!r}; expected {role_help()}")
-    validate_role_collectors(cfg, role)
-    return role
+    return choose_config_role(cfg, role_arg, host).role
 
 
 def build_collectors(cfg: Config, role: str, host: Host, groups: tuple[str, ...]) -> dict[str, list[Collector]]:

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nodeagent.inputs import InputError, read_text
-from nodeagent.roles import ROLE_CHOICES, ROLES, role_help
+from nodeagent.roles import INSTALL_RECORD, ROLE_CHOICES, ROLES, role_help
 
 UNIT_TEMPLATE = "nodeagent@.service"
 # unit files in the package's data directory, relative to data/systemd
@@ -65,7 +65,7 @@ UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system
 LOCAL_UNIT_DIR = "etc/systemd/system"
 CONFIG_FILE = "etc/nodeagent/config.yaml"
 CONFIG_BACKUP = "etc/nodeagent/config.yaml.pre-install"
-MANIFEST = "etc/nodeagent/.install.json"
+MANIFEST = INSTALL_RECORD.lstrip("/")  # what `check` reads for the role
 # where earlier versions kept it: a directory the service user owns
 LEGACY_MANIFEST = "var/lib/nodeagent/install.json"
 PACKAGED_EXEC = "/usr/bin/nodeagent"

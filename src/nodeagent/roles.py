@@ -12,6 +12,7 @@ a port is changed in this file and nowhere else.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ def role_help() -> str:
 
 
 class RoleError(Exception):
-    pass
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message  # what was wrong, without the advice
 
 
 def parse_cfnconfig(text: str) -> dict[str, str]:
@@ -108,17 +111,65 @@ def detect_role(host: Host, cfnconfig_path: str) -> str:
         # read as any config input: a FIFO or a device there must not block the start or a reload
         text = read_bytes(str(host.rooted(cfnconfig_path))).decode("utf-8", errors="replace")
     except InputError as e:
+        reason = f"{shown(cfnconfig_path)} {e}"
         raise RoleError(
-            f"--role auto: {shown(cfnconfig_path)} {e}; "
-            f"this does not look like a ParallelCluster node: {PASS_ROLE}"
+            f"--role auto: {reason}; this does not look like a ParallelCluster node: {PASS_ROLE}", reason
         ) from None
     node_type = parse_cfnconfig(text).get("cfn_node_type")
     if node_type is None:
-        raise RoleError(f"--role auto: {shown(cfnconfig_path)} has no cfn_node_type; {PASS_ROLE}")
+        reason = f"{shown(cfnconfig_path)} has no cfn_node_type"
+        raise RoleError(f"--role auto: {reason}; {PASS_ROLE}", reason)
     role = NODE_TYPES.get(node_type)
     if role is None:
+        reason = f"unknown cfn_node_type {shown(node_type)} in {shown(cfnconfig_path)}"
         raise RoleError(
-            f"--role auto: unknown cfn_node_type {shown(node_type)} in {shown(cfnconfig_path)} "
-            f"(expected one of {', '.join(NODE_TYPES)}); pass --role explicitly"
+            f"--role auto: {reason} (expected one of {', '.join(NODE_TYPES)}); pass --role explicitly", reason
         )
     return role
+
+
+# what `nodeagent install` records (install.MANIFEST), under the root of the watched system
+INSTALL_RECORD = "/etc/nodeagent/.install.json"
+
+
+def installed_role(host: Host) -> str | None:
+    """The role `nodeagent install` last enabled on this node, from its
+    record; None when there is no readable record naming a role."""
+    try:
+        data = json.loads(read_bytes(str(host.rooted(INSTALL_RECORD)), 65536))
+    except (InputError, ValueError):
+        return None
+    role = data.get("role") if isinstance(data, dict) else None
+    return role if role in ROLE_TABLE else None
+
+
+@dataclass(frozen=True)
+class ChosenRole:
+    role: str
+    source: str  # where it came from, for messages: "--role", "the install record", ...
+
+
+def choose_role(role_arg: str | None, config_role: str | None, config_source: str, host: Host,
+                cfnconfig_path: str) -> ChosenRole:
+    """The role, from the first of: --role, the config's `role`, the install
+    record, ParallelCluster's cfnconfig. `auto` (as --role or in the config)
+    asks for the cfnconfig itself. RoleError when none gives one: the role
+    is unknown, which is not a mistake in the config file."""
+    asked = role_arg or config_role
+    if asked == "auto":
+        return ChosenRole(detect_role(host, cfnconfig_path), shown(cfnconfig_path))
+    if role_arg:
+        return ChosenRole(role_arg, "--role")
+    if config_role:
+        return ChosenRole(config_role, f"`role` in {config_source}")
+    role = installed_role(host)
+    if role is not None:
+        return ChosenRole(role, f"the install record {INSTALL_RECORD}")
+    try:
+        return ChosenRole(detect_role(host, cfnconfig_path), shown(cfnconfig_path))
+    except RoleError as e:
+        config = "no config file" if config_source == "(defaults)" else f"no `role` in {config_source}"
+        raise RoleError(
+            f"role unknown: no --role, {config}, no install record {INSTALL_RECORD}, and {e.reason}; "
+            f"{PASS_ROLE}, or run `nodeagent install --role ROLE`"
+        ) from None

@@ -96,10 +96,10 @@ def test_role_auto_reads_cfnconfig(tmp_path):
     assert proc.returncode == 0 and "node_load1 " in proc.stdout
     (root / "etc/parallelcluster/cfnconfig").write_text("cfn_node_type=Weird\n")
     proc = run_cli("--role", "auto", "--config", str(cfg), "--once")
-    assert proc.returncode == 78 and "unknown cfn_node_type 'Weird'" in proc.stderr
+    assert proc.returncode == 1 and "unknown cfn_node_type 'Weird'" in proc.stderr
     (root / "etc/parallelcluster/cfnconfig").unlink()
     proc = run_cli("--role", "auto", "--config", str(cfg), "--once")
-    assert proc.returncode == 78 and "pass --role compute|head|login" in proc.stderr
+    assert proc.returncode == 1 and "pass --role compute|head|login" in proc.stderr
 
 
 def test_check_exit_codes(tmp_path):
