@@ -63,31 +63,45 @@ def _check_web_config(value: str | None) -> str | None:
     return None
 
 
-def _check_listen_setting(value: str | tuple[str, ...]) -> str | None:
-    """One listen address or a list of them (node_exporter's repeatable
+def _check_listen(value: Any) -> str | None:
+    """One HOST:PORT, or a list of them (node_exporter's repeated
     --web.listen-address)."""
     if isinstance(value, str):
         return check_listen(value)
     if not value:
-        return "an empty list listens nowhere: give at least one address (or set enabled: false)"
+        return "expected at least one listen address"
     for i, address in enumerate(value):
         problem = check_listen(address)
         if problem:
             return f"[{i}]: {problem}"
+    if len(set(value)) < len(value):
+        return f"the same address is listed twice: {shown(list(value))}"
     return None
+
+
+def _check_metrics_path(value: Any) -> str | None:
+    if value.startswith("/") and value not in ("/", "/healthz") and value.isprintable() and " " not in value:
+        return None
+    return f"must be a URL path starting with / (not / or /healthz), got {shown(value)}"
 
 
 @dataclass(frozen=True)
 class ExporterConfig:
     # HOST:PORT, or a list of them; ":9100" listens on every address, IPv4 and
     # IPv6, like node_exporter
-    listen: str | tuple[str, ...] = field(default=":9100", metadata={"check": _check_listen_setting})
+    listen: str | tuple[str, ...] = field(default=":9100", metadata={"check": _check_listen})
     enabled: bool = True
+    # the path that serves the metrics (node_exporter's --web.telemetry-path)
+    metrics_path: str = field(default="/metrics", metadata={"check": _check_metrics_path})
     # a burst of scrapes never collects more often than this (seconds); scrapes
     # arriving meanwhile share the last collection
     min_interval: float = field(default=1.0, metadata={"check": check_range(0, 3600, unit="seconds")})
     # exporter-toolkit web-config.yml (TLS, basic auth); none = plain HTTP
     web_config: str | None = field(default=None, metadata={"check": _check_web_config})
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return (self.listen,) if isinstance(self.listen, str) else self.listen
 
 
 def _exporter(group: str) -> ExporterConfig:

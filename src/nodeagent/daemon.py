@@ -159,7 +159,8 @@ class Agent:
                 # are served beside the host metrics, as node_exporter does, with
                 # the sinks' health (spool depth, datums sent and dropped).
                 extra = (lambda: generate_latest(own) + self.sink_metrics()) if group == "host" else None
-                self.exporters.append(Exporter(group, ecfg.listen, self.groups[group], web, tls, extra, adopt=adopt))
+                self.exporters.append(Exporter(group, ecfg.addresses, self.groups[group], web, tls, extra,
+                                               ecfg.metrics_path, adopt=adopt))
                 taken.update(adopt.values())
             for exporter in self.exporters:
                 exporter.start()

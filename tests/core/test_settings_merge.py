@@ -16,7 +16,7 @@ from nodeagent.roles import GROUPS
 from nodeagent.settings import load_dataclass
 
 # one value per ExporterConfig key, each unlike its default
-GIVEN: dict[str, Any] = {"listen": "127.0.0.1:19999", "enabled": False, "min_interval": 2.5}
+GIVEN: dict[str, Any] = {"listen": "127.0.0.1:19999", "enabled": False, "min_interval": 2.5, "metrics_path": "/m"}
 
 
 def test_every_key_of_the_exporter_section_is_covered():

@@ -19,7 +19,7 @@ from nodeagent import registry
 from nodeagent.checks.options import CheckOptions
 from nodeagent.checks.result import CheckRow, fail, ok, skip, timed, warn
 from nodeagent.config import Config, enabled_collectors
-from nodeagent.exporter import listen_addresses, parse_listen
+from nodeagent.exporter import parse_listen
 from nodeagent.host import CommandError, Host
 from nodeagent.roles import ROLE_TABLE
 
@@ -109,9 +109,9 @@ def _fetch(url: str, tls: bool, timeout: float) -> tuple[int, str]:
         return int(e.code), ""
 
 
-def check_endpoint(cfg: Config, role: str, group: str, options: CheckOptions) -> CheckRow:
+def check_endpoint(cfg: Config, role: str, group: str, options: CheckOptions, listen: str) -> CheckRow:
     ecfg = getattr(cfg.exporters, group)
-    name = f"endpoint {group} {','.join(listen_addresses(ecfg.listen))}"
+    name = f"endpoint {group} {listen}"
     if not ecfg.enabled:
         return skip(name, f"exporters.{group}.enabled is false")
     known = registry.load_all()
@@ -127,7 +127,7 @@ def check_endpoint(cfg: Config, role: str, group: str, options: CheckOptions) ->
             tls = True
             if web.tls_server_config.client_auth_type in _CLIENT_CERT_MODES:
                 return skip(name, "TLS with client certificates: not checked (nodeagent check has no client cert)")
-    url = loopback_url(listen_addresses(ecfg.listen)[0], tls)
+    url = loopback_url(listen, tls, ecfg.metrics_path)
     start_hint = f"`systemctl start {unit_name(role)}`"
     try:
         status, body = _fetch(url, tls, options.http_timeout)
@@ -152,6 +152,6 @@ def service_checks(cfg: Config, role: str, host: Host, options: CheckOptions, sy
     unit = unit_name(role)
     rows = [timed(f"unit {unit}", lambda: check_unit(role, host, options, systemd_running))]
     for group in ROLE_TABLE[role].exporters:
-        listen = ",".join(listen_addresses(getattr(cfg.exporters, group).listen))
-        rows.append(timed(f"endpoint {group} {listen}", partial(check_endpoint, cfg, role, group, options)))
+        for listen in getattr(cfg.exporters, group).addresses:
+            rows.append(timed(f"endpoint {group} {listen}", partial(check_endpoint, cfg, role, group, options, listen)))
     return rows
