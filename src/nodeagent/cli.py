@@ -14,6 +14,7 @@ from nodeagent.checks.options import CheckOptions
 from nodeagent.config import Config, load_config
 from nodeagent.daemon import EX_CONFIG, Agent, Daemon, choose_config_role, host_from_config
 from nodeagent.exposition import render
+from nodeagent.flags import FlagError, FlagSettings, split_flags
 from nodeagent.log import journal_stderr, setup_logging
 from nodeagent.model import merge_families
 from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, ChosenRole, RoleError
@@ -35,6 +36,8 @@ def _common(p: argparse.ArgumentParser, sub: bool = False) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nodeagent",
+        epilog="node_exporter's and dcgm-exporter's flags (--web.listen-address, --collector.NAME, -f, -a, -c, ...) "
+        "are taken too, each for the config setting it stands for: see the flag table in nodeagent(1).",
         description="Monitoring agent for GPU cluster nodes: "
         + ", ".join(f"{group} (:{spec.port})" for group, spec in GROUPS.items()) + ", CloudWatch.",
     )
@@ -62,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dry-run", action="store_true",
                        help="with --slurm-health: say what would be done to the node, change nothing")
 
-    collectors = sub.add_parser("collectors", help="list the collector registry")
-    collectors.add_argument("--json", action="store_true")
+    collectors = sub.add_parser("collectors", help="the collectors and what the config, role and flags make of "
+                                "them: enabled, listen address, interval, and where each came from")
+    _common(collectors, sub=True)
+    collectors.add_argument("--json", action="store_true", help="machine-readable output")
 
     install = sub.add_parser("install", help="write and enable the systemd unit and config for a role (idempotent)")
     install.add_argument("--role", choices=ROLE_CHOICES, required=True)
@@ -97,24 +102,33 @@ CONFIG_HINT = "fix what the message names in the config file, then run the check
 ROLE_HINT = "pass --role, set `role` in the config, or run `nodeagent install --role ROLE`"
 
 
-def _load(args: argparse.Namespace) -> tuple[Config, ChosenRole]:
-    cfg = load_config(args.config)
+# commands that node_exporter's and dcgm-exporter's flags apply to
+FLAG_COMMANDS = ("run", "check", "collectors")
+
+
+def _load(args: argparse.Namespace, flags: FlagSettings) -> tuple[Config, ChosenRole]:
+    cfg = load_config(args.config, flags)
     return cfg, choose_config_role(cfg, args.role, host_from_config(cfg))
 
 
-def cmd_collectors(as_json: bool) -> int:
-    rows = []
-    for name, cls in registry.load_all().items():
-        rows.append({"name": name, "group": cls.group, "port": GROUPS[cls.group].port,
-                     "default_roles": list(cls.default_roles), "description": cls.description})
-    if as_json:
-        json.dump(rows, sys.stdout, indent=2)
+def cmd_collectors(args: argparse.Namespace, flags: FlagSettings) -> int:
+    """The effective collector set; without a role (none found) the
+    settings still show, with enabled unknown."""
+    from nodeagent import effective
+
+    cfg = load_config(args.config, flags)
+    role: str | None = None
+    try:
+        role = choose_config_role(cfg, args.role, host_from_config(cfg)).role
+    except RoleError as e:
+        print(f"nodeagent: {e}", file=sys.stderr)
+    rows = effective.collector_rows(cfg, role)
+    if args.json:
+        json.dump({"role": role, "config": cfg.source, "collectors": rows}, sys.stdout, indent=2)
         sys.stdout.write("\n")
-        return 0
-    print(f"{'NAME':<14} {'GROUP':<6} {'PORT':<5} {'DEFAULT IN':<20} DESCRIPTION")
-    for r in rows:
-        roles = ",".join(r["default_roles"]) or "-"  # type: ignore[arg-type]
-        print(f"{r['name']:<14} {r['group']:<6} {r['port']!s:<5} {roles:<20} {r['description']}")
+    else:
+        print(f"role {role or 'unknown'}, config {cfg.source}")
+        effective.print_table(rows, sys.stdout)
     return 0
 
 
@@ -168,10 +182,24 @@ def _check_options(args: argparse.Namespace) -> CheckOptions:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        rest, flags = split_flags(sys.argv[1:] if argv is None else argv, lambda: registry.load_all().keys())
+    except FlagError as e:
+        parser.error(str(e))
+    args = parser.parse_args(rest)
     command = args.command or "run"
+    if flags and command not in FLAG_COMMANDS:
+        parser.error(f"node_exporter's and dcgm-exporter's flags apply to running the agent, `check` and "
+                     f"`collectors`, not to `{command}`")
+    for warning in flags.warnings:
+        print(f"nodeagent: warning: {warning}", file=sys.stderr)
     if command == "collectors":
-        return cmd_collectors(args.json)
+        try:
+            return cmd_collectors(args, flags)
+        except ConfigError as e:
+            print(f"nodeagent: {e}", file=sys.stderr)
+            return EX_CONFIG
     if command == "reload":
         from nodeagent import reloadctl
 
@@ -197,7 +225,7 @@ def _main(argv: Sequence[str] | None) -> int:
         handlers = {"dashboard": dashboards.dashboard_main, "alarms": alarms.alarms_main, "cost": cost.cost_main}
         return handlers[command](args)
     try:
-        cfg, chosen = _load(args)
+        cfg, chosen = _load(args, flags)
     except ConfigError as e:
         return _config_failed(args, command, "config", e, EX_CONFIG, CONFIG_HINT)
     except RoleError as e:
@@ -222,7 +250,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 return 1
         if args.once:
             return cmd_once(cfg, role)
-        return Daemon(args.config, args.role, args.log_level).run(cfg, role)
+        return Daemon(args.config, args.role, args.log_level, flags).run(cfg, role)
     except ConfigError as e:
         # collector options are validated when collectors are built
         return _config_failed(args, command, "config", e, EX_CONFIG, CONFIG_HINT)

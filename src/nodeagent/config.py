@@ -4,11 +4,13 @@ start (and on SIGHUP) with errors that name the file and key path."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from nodeagent import registry
 from nodeagent.collectors.slurm.settings import SlurmSettings
+from nodeagent.flags import FlagSettings
 from nodeagent.gpu.settings import GpuSettings
 from nodeagent.inputs import InputError, load_yaml, read_text
 from nodeagent.roles import GROUPS, ROLE_CHOICES, ROLE_TABLE, roles_serving
@@ -121,7 +123,8 @@ class CollectorsConfig:
     enable: tuple[str, ...] = ()
     # role defaults to leave out
     disable: tuple[str, ...] = ()
-    # start from nothing: only `enable` runs (node_exporter's --collector.disable-defaults)
+    # start from nothing: only `enable` runs, in every group (node_exporter's
+    # --collector.disable-defaults on the command line disables only the host defaults)
     disable_defaults: bool = False
     # seconds one collector may take before its run counts as failed
     timeout: float = field(default=5.0, metadata={"check": check_timeout})
@@ -151,9 +154,69 @@ class Config:
     cloudwatch: CloudWatchSettings = CloudWatchSettings()
     # where the config came from, for messages; not a YAML key
     source: str = field(default="(defaults)", metadata={"internal": True})
+    # where each setting came from (`nodeagent collectors`): the keys the file
+    # sets, and those command-line flags set (key -> flag); "collector:NAME"
+    # for a collector the file or a flag enables or disables
+    file_keys: frozenset[str] = field(default=frozenset(), compare=False, metadata={"internal": True})
+    flag_keys: Mapping[str, str] = field(default_factory=dict, compare=False, metadata={"internal": True})
 
 
-def parse_config(text: str, source: str) -> Config:
+COMMAND_LINE = "command line"
+
+
+def origin(cfg: Config, key: str) -> str:
+    """Where a setting's value came from: flag, config or default."""
+    if key in cfg.flag_keys:
+        return "flag"
+    if key in cfg.file_keys:
+        return "config"
+    return "default"
+
+
+def _keys_of(data: Mapping[str, Any], prefix: str = "") -> set[str]:
+    """The dotted keys a config file sets, and "collector:NAME" for the
+    collectors its enable and disable lists name."""
+    keys: set[str] = set()
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            keys |= _keys_of(value, f"{path}.")
+        else:
+            keys.add(path)
+        if path in ("collectors.enable", "collectors.disable") and isinstance(value, list):
+            keys |= {f"collector:{name}" for name in value if isinstance(name, str)}
+    return keys
+
+
+def _from_data(data: dict[str, Any], source: str) -> Config:
+    for f in fields(Config):
+        if f.metadata.get("internal") and f.name in data:
+            raise ConfigError(source, f.name, "unknown key")
+    cfg = load_dataclass(Config, data, source)
+    cfg = replace(cfg, source=source, file_keys=frozenset(_keys_of(data)))
+    validate_collectors(cfg)
+    return cfg
+
+
+def _with_flags(data: dict[str, Any], source: str, flags: FlagSettings) -> Config:
+    """The file's settings with the flags' over them. A bad flag value is an
+    error naming the flag."""
+    host_collectors = [n for n, cls in registry.load_all().items() if cls.group == "host"]
+    flag_keys = flags.flag_keys(host_collectors if flags.disable_defaults else ())
+    try:
+        cfg = _from_data(flags.apply(data, host_collectors), source)
+    except ConfigError as e:
+        matching = [k for k in flag_keys if e.key == k or e.key.startswith((f"{k}.", f"{k}["))]
+        if not matching:
+            raise
+        raise ConfigError(COMMAND_LINE, flag_keys[max(matching, key=len)], e.message) from None
+    return replace(cfg, file_keys=frozenset(_keys_of(data)), flag_keys=flag_keys)
+
+
+def parse_config(text: str, source: str, flags: FlagSettings | None = None) -> Config:
+    """The config from a file's text, with flags (node_exporter's and
+    dcgm-exporter's command-line flags) over it. The file is checked alone
+    first, so that its mistakes are named as the file's."""
     try:
         data = load_yaml(text)
     except InputError as e:
@@ -162,30 +225,28 @@ def parse_config(text: str, source: str) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "", "the top level must be a mapping of keys")
-    if "source" in data:
-        raise ConfigError(source, "source", "unknown key")
-    cfg = load_dataclass(Config, data, source)
-    cfg = replace(cfg, source=source)
-    validate_collectors(cfg)
+    cfg = _from_data(data, source)
+    if flags:
+        cfg = _with_flags(data, source, flags)
     return cfg
 
 
-def load_config(path: str | None) -> Config:
-    """Load and validate the config file. An absent default file means role
-    defaults; an absent file the user named is an error."""
+def load_config(path: str | None, flags: FlagSettings | None = None) -> Config:
+    """Load and validate the config file, with flags over it. An absent
+    default file means role defaults; an absent file the user named is an
+    error."""
     explicit = path is not None
     path = path or DEFAULT_CONFIG_PATH
     if not explicit and not os.path.exists(path):
-        cfg = Config()
-        validate_collectors(cfg)
-        return cfg
+        cfg = _from_data({}, Config.source)
+        return _with_flags({}, Config.source, flags) if flags else cfg
     if not os.path.exists(path):
         raise ConfigError(path, "", "file not found")
     try:
         text = read_text(path)
     except InputError as e:
         raise ConfigError(path, "", str(e)) from None
-    return parse_config(text, os.path.abspath(path))
+    return parse_config(text, os.path.abspath(path), flags)
 
 
 def collector_options(cfg: Config, name: str) -> Any:
@@ -219,12 +280,12 @@ def validate_role_collectors(cfg: Config, role: str) -> None:
     for i, name in enumerate(cfg.collectors.enable):
         group = known[name].group
         if group not in groups:
-            serving = ", ".join(roles_serving(group))
-            raise ConfigError(
-                cfg.source, f"collectors.enable[{i}]",
-                f"collector {name!r} feeds the {group} exporter (:{GROUPS[group].port}), which the {role} role "
-                f"does not run (roles that do: {serving}); remove it from this role's config",
-            )
+            problem = (f"collector {name!r} feeds the {group} exporter (:{GROUPS[group].port}), which the {role} "
+                       f"role does not run (roles that do: {', '.join(roles_serving(group))})")
+            flag = cfg.flag_keys.get(f"collector:{name}")
+            if flag:
+                raise ConfigError(COMMAND_LINE, flag, f"{problem}; drop the flag for this role")
+            raise ConfigError(cfg.source, f"collectors.enable[{i}]", f"{problem}; remove it from this role's config")
 
 
 def enabled_collectors(cfg: Config, role: str) -> list[str]:

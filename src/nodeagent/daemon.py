@@ -32,6 +32,7 @@ from nodeagent.catalogue import agent as agent_cat
 from nodeagent.config import Config, collector_options, enabled_collectors, load_config, validate_role_collectors
 from nodeagent.exporter import Exporter, ListenKey, listen_addresses, listen_key
 from nodeagent.exposition import render
+from nodeagent.flags import FlagSettings
 from nodeagent.host import Host, Roots
 from nodeagent.httpserver import HTTPServer, ListenError
 from nodeagent.log import setup_logging
@@ -316,9 +317,11 @@ class _PreparedReload:
 
 
 class Daemon:
-    def __init__(self, config_path: str | None, role_arg: str | None, log_level: str | None = None) -> None:
+    def __init__(self, config_path: str | None, role_arg: str | None, log_level: str | None = None,
+                 flags: FlagSettings | None = None) -> None:
         self.config_path = config_path
         self.role_arg = role_arg
+        self.flags = flags  # node_exporter's and dcgm-exporter's flags: over the file on every reload
         self.log_level = log_level  # from the command line: wins over the config on reload
         # Signal handlers only set these flags and write a byte to a pipe that
         # the main loop waits on: a handler that took a lock (threading.Event)
@@ -332,7 +335,7 @@ class Daemon:
         self._status = reloadctl.ReloadStatus(os.getpid())
 
     def load(self) -> tuple[Config, str]:
-        cfg = load_config(self.config_path)
+        cfg = load_config(self.config_path, self.flags)
         role = resolve_role(cfg, self.role_arg, host_from_config(cfg))
         return cfg, role
 

@@ -27,12 +27,18 @@ class GroupSpec:
     # family-name prefixes: the exporter it stands in for, then nodeagent's additions
     metric_prefixes: tuple[str, ...]
     compatible_with: str  # whose names and port the group keeps
+    # the setting that paces the group's collection: scrapes of the host
+    # group collect at most this often; GPUs and Slurm are sampled on it
+    interval_key: str
 
 
 GROUPS: dict[str, GroupSpec] = {
-    "host": GroupSpec(port=9100, metric_prefixes=("node_", "nodeagent_"), compatible_with="node_exporter"),
-    "gpu": GroupSpec(port=9400, metric_prefixes=("DCGM_", "nodeagent_gpu"), compatible_with="dcgm-exporter"),
-    "slurm": GroupSpec(port=9341, metric_prefixes=("slurm_", "nodeagent_slurm"), compatible_with="slurm_exporter"),
+    "host": GroupSpec(port=9100, metric_prefixes=("node_", "nodeagent_"), compatible_with="node_exporter",
+                      interval_key="exporters.host.min_interval"),
+    "gpu": GroupSpec(port=9400, metric_prefixes=("DCGM_", "nodeagent_gpu"), compatible_with="dcgm-exporter",
+                     interval_key="gpu.interval"),
+    "slurm": GroupSpec(port=9341, metric_prefixes=("slurm_", "nodeagent_slurm"), compatible_with="slurm_exporter",
+                       interval_key="slurm.interval"),
 }
 
 

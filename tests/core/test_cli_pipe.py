@@ -11,8 +11,8 @@ import pytest
 
 
 @pytest.mark.parametrize("argv", [
-    ["collectors"],
-    ["collectors", "--json"],
+    ["collectors", "--role", "login"],
+    ["collectors", "--role", "login", "--json"],
     ["prometheus-config", "--cluster", "demo", "--region", "us-east-1"],
     ["--role", "login", "--once"],
     ["check", "--role", "login", "--no-endpoints", "--json"],
@@ -21,7 +21,7 @@ import pytest
 def test_a_closed_pipe_ends_the_command_quietly(tmp_path, argv):
     config = tmp_path / "c.yaml"
     config.write_text("collectors: {disable_defaults: true, enable: [uname, loadavg]}\ncloudwatch: {enabled: false}\n")
-    if argv[0] in ("check", "--role"):
+    if argv[0] in ("check", "collectors", "--role"):
         argv = [*argv, "--config", str(config)]
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first byte: every write fails with EPIPE
@@ -36,6 +36,7 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path, argv):
 
 
 def test_head_reads_the_first_lines():
-    proc = subprocess.run(f"'{sys.executable}' -m nodeagent collectors | head -n 1", shell=True,
+    proc = subprocess.run(f"'{sys.executable}' -m nodeagent collectors --role head | head -n 2", shell=True,
                           capture_output=True, text=True, timeout=60)
-    assert proc.stdout.startswith("NAME") and proc.stderr == ""
+    assert proc.stdout.startswith("role head, config ") and proc.stdout.splitlines()[1].startswith("NAME")
+    assert proc.stderr == ""

@@ -126,8 +126,8 @@ def test_check_exit_codes(tmp_path):
 
 
 def test_collectors_listing():
-    proc = run_cli("collectors", "--json")
-    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    proc = run_cli("collectors", "--json", "--role", "compute")
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["collectors"]}
     assert rows["loadavg"]["group"] == "host" and rows["loadavg"]["port"] == 9100
     assert "compute" in rows["loadavg"]["default_roles"]
     assert run_cli("--version").stdout.startswith("nodeagent ")
