@@ -71,7 +71,7 @@ def _check_listen(value: Any) -> str | None:
     if isinstance(value, str):
         return check_listen(value)
     if not value:
-        return "expected at least one listen address"
+        return "an empty list listens nowhere: give at least one address (or set enabled: false)"
     for i, address in enumerate(value):
         problem = check_listen(address)
         if problem:

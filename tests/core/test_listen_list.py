@@ -22,7 +22,7 @@ def test_one_address_or_a_list():
 
 
 @pytest.mark.parametrize(("listen", "message"), [
-    ("[]", "exporters.host.listen: expected at least one listen address"),
+    ("[]", "exporters.host.listen: an empty list listens nowhere"),
     ("[':1', ':1']", "exporters.host.listen: the same address is listed twice"),
     ("[':1', 'x']", "exporters.host.listen: [1]: listen address must look like HOST:PORT"),
     ("[':1', 5]", "exporters.host.listen: expected str or list"),
