@@ -12,8 +12,8 @@ from nodeagent.collectors.gpu.sampler import Sampler
 from nodeagent.config import Config, parse_config
 from nodeagent.exposition import render
 from nodeagent.gpu.backend import GpuRef, open_backend
-from nodeagent.gpu.dcgm import DcgmProfiling, open_dcgm_profiling
-from nodeagent.gpu.fake import FakeClock, FakeDcgmReader, FakeNvml, parse_description
+from nodeagent.gpu.dcgm import connect_dcgm, open_dcgm_profiling
+from nodeagent.gpu.fake import FakeClock, FakeDcgm, FakeNvml, parse_description
 from nodeagent.gpu.instances import expected_gpus
 from nodeagent.gpu.nvml import nvml_available
 from nodeagent.gpu.settings import GpuSettings
@@ -95,22 +95,15 @@ def test_backend_info_shows_what_ran(rig) -> None:
 
 def test_dcgm_profiling_maps_dcgm_gpu_ids_by_uuid() -> None:
     fake = FakeNvml.from_name("p4d-8xa100-40gb", clock=FakeClock(), events=False)
-    reader = FakeDcgmReader(fake)
-    # DCGM numbers GPUs its own way: map through the UUIDs
-    reader.m_gpuIdToUUId = {10 + i: g.uuid for i, g in enumerate(fake.description.gpus)}
-    original = reader.GetLatestGpuValuesAsFieldIdDict
-
-    def shifted() -> dict[int, dict[int, object]]:
-        return {10 + k: v for k, v in original().items()}
-
-    reader.GetLatestGpuValuesAsFieldIdDict = shifted  # type: ignore[method-assign]
-    source = DcgmProfiling(reader)
+    dcgm = FakeDcgm(fake, first_gpu_id=10)  # DCGM numbers GPUs its own way: map through the UUIDs
     refs = [GpuRef(g.index, g.uuid, None) for g in fake.description.gpus]
+    source = connect_dcgm(dcgm.bindings(), "localhost", 1_000_000, refs)
     values = source.sample(refs)
     assert set(values) == {(i, None) for i in range(8)}
     v = values[(3, None)]
     assert 0.0 <= v["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] <= 1.0
     assert isinstance(v["DCGM_FI_PROF_PCIE_TX_BYTES"], int)
+    assert fake.calls[("dcgmGetGpuInstanceHierarchy", None)] == 0  # no MIG: nothing to map
 
 
 def test_dcgm_unavailable_without_bindings_is_not_an_error(tmp_path) -> None:
@@ -185,10 +178,12 @@ def test_dcgm_bindings_found_on_the_configured_path_embedded_only_on_hopper(tmp_
     bindings = tmp_path / "bindings" / "python3"
     bindings.mkdir(parents=True)
     (bindings / "dcgm_fields.py").write_text("DCGM_FI_PROF_SM_ACTIVE = 1002\n")
+    (bindings / "dcgm_agent.py").write_text("")
+    (bindings / "dcgm_structs.py").write_text("")
     (bindings / "DcgmReader.py").write_text(
         "class DcgmReader:\n"
         "    def __init__(self, hostname='localhost', fieldIds=None, updateFrequency=0, ignoreBlank=True,\n"
-        "                 fieldGroupName=''):\n"
+        "                 fieldGroupName='', entities=None):\n"
         "        self.hostname, self.fieldIds, self.m_dcgmHandle = hostname, fieldIds, None\n"
         "        self.m_gpuIdToUUId = {0: 'GPU-a'}\n"
         "    def Init(self):\n"
@@ -199,13 +194,14 @@ def test_dcgm_bindings_found_on_the_configured_path_embedded_only_on_hopper(tmp_
         "    def Shutdown(self):\n"
         "        pass\n"
     )
+    modules = ("DcgmReader", "dcgm_fields", "dcgm_agent", "dcgm_structs")
     monkeypatch.setattr(sys, "path", list(sys.path))
-    for name in ("DcgmReader", "dcgm_fields"):
+    for name in modules:
         monkeypatch.delitem(sys.modules, name, raising=False)
     settings = GpuSettings(backend="dcgm", dcgm_bindings_paths=(str(tmp_path / "missing"), str(bindings)))
     with structlog.testing.capture_logs() as logs:
         source = open_dcgm_profiling(settings, required=True, allow_embedded=hopper)
-    for name in ("DcgmReader", "dcgm_fields"):
+    for name in modules:
         sys.modules.pop(name, None)
     if not hopper:
         assert source is None

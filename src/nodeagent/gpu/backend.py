@@ -147,8 +147,8 @@ def open_backend(
         gpm = gpm_supported(api, gpus)
         hopper_or_newer = bool(gpus) and len(gpm) == len(gpus)  # GPM exists from Hopper on
         mig = any(g.mig for g in gpus)
-        # Under MIG, GPM samples each GPU instance (nvmlGpmMigSampleGet): per-instance
-        # profiling, which nodeagent's DCGM reader (whole GPUs) does not give.
+        # Under MIG on Hopper, GPM samples each GPU instance itself (nvmlGpmMigSampleGet)
+        # without a host engine; on Ampere DCGM serves them (dcgm.py reads its MIG hierarchy).
         if settings.backend in ("auto", "dcgm") and not (mig and hopper_or_newer):
             from nodeagent.gpu.dcgm import open_dcgm_profiling
 
@@ -157,7 +157,7 @@ def open_backend(
             # there, only a running nv-hostengine (which operators pause with
             # `dcgmi profile --pause`) is used.
             source = open_dcgm_profiling(settings, required=settings.backend == "dcgm",
-                                         allow_embedded=hopper_or_newer)
+                                         allow_embedded=hopper_or_newer, gpus=gpus)
             if source is not None:
                 return source
         return GpmProfiling(api, gpm) if gpm else None

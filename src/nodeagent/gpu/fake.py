@@ -57,6 +57,8 @@ sleeping; `fake.calls[(function, gpu)]` counts every call. Tests drive the
 same behaviour directly: inject_xid, set_lost, fall_off_bus, set_mig_mode,
 set_recovery_action, fail_field, fail_next, hang_next, release_hangs (also
 ends a slow nvmlInit or process query), set_processes, kernel_log.
+`fake.dcgm` is the DCGM host engine a `profiling: dcgm` description's
+source connects to (fake_dcgm.py: its bindings, MIG hierarchy and blanks).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from collections.abc import Callable, Sequence
 
 from nodeagent.gpu.backend import GpuRef, NvmlApi, ProfilingSource
 from nodeagent.gpu.fake_core import FakeClock
+from nodeagent.gpu.fake_dcgm import FakeDcgm, FakeDcgmReader
 from nodeagent.gpu.fake_description import (
     Description,
     FakeEvent,
@@ -78,7 +81,7 @@ from nodeagent.gpu.fake_description import (
     value_at,
 )
 from nodeagent.gpu.fake_device import DeviceCalls
-from nodeagent.gpu.fake_events import EventCalls, FakeDcgmReader
+from nodeagent.gpu.fake_events import EventCalls
 from nodeagent.gpu.fake_fields import CLOCK_REASONS as CLOCK_REASONS_FIELD
 from nodeagent.gpu.fake_values import FieldValueCalls
 
@@ -86,6 +89,7 @@ __all__ = [
     "CLOCK_REASONS_FIELD",
     "Description",
     "FakeClock",
+    "FakeDcgm",
     "FakeDcgmReader",
     "FakeEvent",
     "FakeGpu",
@@ -104,6 +108,12 @@ __all__ = [
 class FakeNvml(DeviceCalls, FieldValueCalls, EventCalls):
     """pynvml's module interface over described GPUs (see the module docstring)."""
 
+    def __init__(self, description: Description, clock: Callable[[], float] | None = None,
+                 events: bool = True) -> None:  # fmt: skip
+        super().__init__(description, clock=clock, events=events)
+        # the host engine a `profiling: dcgm` description's source connects to
+        self.dcgm = FakeDcgm(self)
+
     @classmethod
     def from_name(cls, name_or_path: str, clock: Callable[[], float] | None = None, events: bool = True) -> FakeNvml:
         return cls(load_description(name_or_path), clock=clock, events=events)
@@ -115,9 +125,9 @@ class FakeNvml(DeviceCalls, FieldValueCalls, EventCalls):
 
             return gpm_source(api, gpus)
         if self.description.profiling == "dcgm":
-            from nodeagent.gpu.dcgm import DcgmProfiling
+            from nodeagent.gpu.dcgm import connect_dcgm
 
-            return DcgmProfiling(FakeDcgmReader(self))
+            return connect_dcgm(self.dcgm.bindings(), None, 1_000_000, gpus, clock=self.clock)
         return None
 
 

@@ -1,21 +1,16 @@
-"""The fake NVML's XID events, GPM profiling, and a fake DCGM reader."""
+"""The fake NVML's XID events and GPM profiling (the fake DCGM is in fake_dcgm.py)."""
 
 from __future__ import annotations
 
 import ctypes
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pynvml
 
-from nodeagent.catalogue.gpu import PROF_FIELDS
-from nodeagent.gpu.dcgm import PROF_FIELD_IDS
 from nodeagent.gpu.fake_core import FakeCore
 from nodeagent.gpu.fake_description import FakeGpu
 from nodeagent.gpu.fake_fields import GPM, NOT_IN_INSTANCE
-
-if TYPE_CHECKING:
-    from nodeagent.gpu.fake import FakeNvml
 
 
 class _EventSet:
@@ -136,34 +131,3 @@ class EventCalls(FakeCore):
             metric.value = self._value(gpu, spec[0], second[1]) * spec[1]
         return metrics_get
 
-
-class FakeDcgmReader:
-    """DCGM's DcgmReader interface over a FakeNvml's described profiling values."""
-
-    def __init__(self, fake: FakeNvml) -> None:
-        self.fake = fake
-        self.m_gpuIdToUUId = {g.index: g.uuid for g in fake.description.gpus}
-
-    def GetLatestGpuValuesAsFieldIdDict(self) -> dict[int, dict[int, Any]]:
-        fake = self.fake
-        with fake._lock:
-            fake.calls[("DcgmReader.GetLatestGpuValuesAsFieldIdDict", None)] += 1
-            fake._apply_events()
-            lost = set(fake._lost)
-        out: dict[int, dict[int, Any]] = {}
-        for gpu in fake.description.gpus:
-            if gpu.index in lost:
-                continue
-            unsupported = gpu.model.unsupported | gpu.unsupported
-            values: dict[int, Any] = {}
-            for name in PROF_FIELDS:
-                if name in unsupported or name not in PROF_FIELD_IDS:
-                    continue
-                if name not in gpu.fields and name not in gpu.model.fields:
-                    continue
-                values[PROF_FIELD_IDS[name]] = fake._value(gpu, name)
-            out[gpu.index] = values
-        return out
-
-    def Shutdown(self) -> None:
-        pass
