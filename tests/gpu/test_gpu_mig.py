@@ -82,10 +82,11 @@ def test_mig_layout_is_discovered_without_extra_calls_each_cycle(rig) -> None:
 
 def test_fields_dcgm_does_not_report_per_instance_are_not_invented(rig) -> None:
     text = _mig_rig(rig).text()
-    # NVML answers NOT_SUPPORTED for utilisation in MIG mode; remapped rows and
-    # PCIe traffic are the whole board's: none of them on instance series
+    # NVML answers NOT_SUPPORTED for utilisation in MIG mode; remapped rows,
+    # PCIe and NVLink traffic are the whole board's: none of them on instance series
     for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL",
-                 "DCGM_FI_DEV_DEC_UTIL", "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_PROF_PCIE_TX_BYTES"):
+                 "DCGM_FI_DEV_DEC_UTIL", "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_PROF_PCIE_TX_BYTES",
+                 "DCGM_FI_PROF_NVLINK_RX_BYTES"):
         assert not samples(text, name), name
     # device-wide readings repeat on every instance; profiling is each instance's own
     assert len(samples(text, "DCGM_FI_DEV_GPU_TEMP")) == 4

@@ -28,13 +28,14 @@ log = structlog.get_logger(__name__)
 # Under MIG these come from each GPU instance, not from the parent GPU.
 _PER_INSTANCE = ("DCGM_FI_DEV_FB_", "DCGM_FI_PROF_")
 # Fields DCGM does not report for a GPU instance (NVML answers NOT_SUPPORTED
-# for utilisation in MIG mode; remapped rows and PCIe traffic are the whole
-# board's): left off instance series rather than repeating the parent's value
+# for utilisation in MIG mode; remapped rows, PCIe and NVLink traffic are the
+# whole board's): left off instance series rather than repeating the parent's value
 # (NVIDIA/DCGM dcgmlib/dcgm_fields.cpp, entity levels).
 MIG_NOT_PER_INSTANCE = frozenset({
     "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL",
     "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
     "DCGM_FI_DEV_ROW_REMAP_FAILURE", "DCGM_FI_PROF_PCIE_TX_BYTES", "DCGM_FI_PROF_PCIE_RX_BYTES",
+    "DCGM_FI_PROF_NVLINK_TX_BYTES", "DCGM_FI_PROF_NVLINK_RX_BYTES",
 })
 
 
