@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from nodeagent.catalogue import gpu as cat
 from nodeagent.collectors.gpu.jobs import bounded
+from nodeagent.collectors.gpu.state import GpuState
+from nodeagent.collectors.gpu.xid import XidTracker
 
 NO_INSTANCE = 0xFFFFFFFF  # NVML's "not in a MIG instance" for gpuInstanceId
 
@@ -141,3 +143,48 @@ def nvlink_rate(previous: NvlinkReading | None, current: NvlinkReading) -> int:
     if seconds <= 0 or delta < 0:
         return 0
     return int(delta / seconds / 1000)
+
+
+# the readers' names for the raw values the enrichers turn into served ones
+CLOCK_REASONS = "DCGM_FI_DEV_CLOCKS_EVENT_REASONS"
+NVLINK_BANDWIDTH = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"
+
+
+class CycleEnricher:
+    """Runs the enrichers over one cycle's GPU states and keeps what they carry
+    from cycle to cycle (clock-event history, the last NVLink reading, idle since)."""
+
+    def __init__(self, xids: XidTracker, idle_threshold: float, clock_window: float) -> None:
+        self.xids = xids
+        self.idle_threshold = idle_threshold
+        self.clock_window = clock_window
+        self._clock_history: dict[int, deque[tuple[float, int]]] = {}
+        self._nvlink: dict[int, NvlinkReading] = {}
+        self._idle: dict[int, IdleState] = {}
+
+    def run(self, states: list[GpuState], now: float) -> None:
+        """Per GPU: XIDs, clock events, the NVLink rate and idle time."""
+        for state in states:
+            state.xid = self.xids.view(state.index, now)
+            for inst in state.mig:
+                inst.xid = self.xids.view(state.index, now, inst.gi_id)
+            if not state.up:
+                continue
+            mask = state.values.pop(CLOCK_REASONS, None)
+            if mask is not None:
+                history = self._clock_history.setdefault(state.index, deque())
+                state.clock_events = clock_event_counts(history, int(mask), now, self.clock_window)
+            raw = state.values.get(NVLINK_BANDWIDTH)
+            if raw is not None:
+                reading = (now, int(raw))
+                state.values[NVLINK_BANDWIDTH] = nvlink_rate(self._nvlink.get(state.index), reading)
+                self._nvlink[state.index] = reading
+            util = state.values.get("DCGM_FI_DEV_GPU_UTIL")
+            if util is None and "DCGM_FI_PROF_GR_ENGINE_ACTIVE" in state.values:
+                util = state.values["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] * 100
+            idle, state.idle_seconds = idle_seconds(
+                self._idle.get(state.index), state.jobs, None if state.mig else util, self.idle_threshold, now)
+            if idle is None:
+                self._idle.pop(state.index, None)
+            else:
+                self._idle[state.index] = idle

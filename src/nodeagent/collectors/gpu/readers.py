@@ -16,12 +16,12 @@ from typing import Any
 
 import pynvml
 
+from nodeagent.collectors.gpu.enrich import CLOCK_REASONS, NVLINK_BANDWIDTH
 from nodeagent.gpu.backend import Handle, NvmlApi
 
 Value = float | int
 ReadResult = dict[str, "Value | pynvml.NVMLError"]
 
-CLOCK_REASONS = "DCGM_FI_DEV_CLOCKS_EVENT_REASONS"  # internal: feeds DCGM_EXP_CLOCK_EVENTS_COUNT
 _MIB = 1024 * 1024
 _ALL_LINKS = 0xFFFFFFFF
 
@@ -98,7 +98,6 @@ FIELD_VALUE_IDS: dict[str, int] = {
 # data throughput counters (KiB, RX + TX, all links): the reader returns the
 # raw total under this internal name, the sampler turns two readings into
 # the rate (enrich.nvlink_rate).
-NVLINK_BANDWIDTH = "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"
 NVLINK_THROUGHPUT = (pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, pynvml.NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ import structlog
 
 from nodeagent.catalogue import gpu as cat
 from nodeagent.collectors.gpu import enrich
-from nodeagent.collectors.gpu import readers as rd
 from nodeagent.collectors.gpu.events import XidSources
 from nodeagent.collectors.gpu.jobs import JobResolver, MappingDir
 from nodeagent.collectors.gpu.profiling import Profiling
@@ -97,7 +95,7 @@ class Sampler:
         needed = set(self.selection.field_names) | {"DCGM_FI_DEV_GPU_UTIL", cat.GPU_RECOVERY_ACTION.name}
         needed |= {n for n in self.selection.label_fields if n in cat.DCGM_FIELDS}
         if self.selection.exporter_enabled(cat.EXP_CLOCK_EVENTS_COUNT.name):
-            needed.add(rd.CLOCK_REASONS)
+            needed.add(enrich.CLOCK_REASONS)
         self.needed = frozenset(needed)
         self.source = NvidiaSource(self.needed, self.selection.label_fields, clock, settings.reprobe_interval,
                                    settings.process_interval)
@@ -133,9 +131,9 @@ class Sampler:
         self._gpus: list[DiscoveredGpu] = []
         self._mig_checked = 0.0
         self._down_logged: dict[int, str] = {}
-        self._clock_history: dict[int, deque[tuple[float, int]]] = {}
-        self._nvlink: dict[int, enrich.NvlinkReading] = {}
-        self._idle: dict[int, enrich.IdleState] = {}
+        self.enricher = enrich.CycleEnricher(
+            self.xids, settings.idle_threshold,
+            min(settings.clock_events_count_window_ms / 1000.0, _DCGM_MAX_KEEP_AGE))
         self.cycles = 0
         self.total_calls = 0
 
@@ -263,7 +261,7 @@ class Sampler:
         states = [self._sample_gpu(timer, gen, gpu, mapping, now) for gpu in self._gpus]
         self.watchdog.ensure_current(gen)
         self.profiling.add(timer, states, self._refs(), now)
-        self._enrich(states, now)
+        self.enricher.run(states, now)
         self._start_event_thread()
         return self._publish(gen, timer, started, states)
 
@@ -323,35 +321,6 @@ class Sampler:
         if self._down_logged.pop(gpu.index, None):
             log.info("gpu_up", gpu=gpu.index)
         return state
-
-    def _enrich(self, states: list[GpuState], now: float) -> None:
-        """Per GPU: XIDs, clock events, the NVLink rate and idle time."""
-        window = min(self.settings.clock_events_count_window_ms / 1000.0, _DCGM_MAX_KEEP_AGE)
-        for state in states:
-            state.xid = self.xids.view(state.index, now)
-            for inst in state.mig:
-                inst.xid = self.xids.view(state.index, now, inst.gi_id)
-            if not state.up:
-                continue
-            mask = state.values.pop(rd.CLOCK_REASONS, None)
-            if mask is not None:
-                history = self._clock_history.setdefault(state.index, deque())
-                state.clock_events = enrich.clock_event_counts(history, int(mask), now, window)
-            raw = state.values.get(rd.NVLINK_BANDWIDTH)
-            if raw is not None:
-                reading = (now, int(raw))
-                state.values[rd.NVLINK_BANDWIDTH] = enrich.nvlink_rate(self._nvlink.get(state.index), reading)
-                self._nvlink[state.index] = reading
-            util = state.values.get("DCGM_FI_DEV_GPU_UTIL")
-            if util is None and "DCGM_FI_PROF_GR_ENGINE_ACTIVE" in state.values:
-                util = state.values["DCGM_FI_PROF_GR_ENGINE_ACTIVE"] * 100
-            idle, state.idle_seconds = enrich.idle_seconds(
-                self._idle.get(state.index), state.jobs, None if state.mig else util,
-                self.settings.idle_threshold, now)
-            if idle is None:
-                self._idle.pop(state.index, None)
-            else:
-                self._idle[state.index] = idle
 
     def _down(self, gpu: DiscoveredGpu, reason: str) -> GpuState:
         if self._down_logged.get(gpu.index) != reason:
