@@ -1,11 +1,23 @@
-"""Fixtures of the packaging tests: a moto server and an AWS environment."""
+"""Fixtures of the packaging tests: the .deb (built once per session), a
+moto server and an AWS environment."""
 
 from __future__ import annotations
 
 import os
 import urllib.request
+from pathlib import Path
 
 import pytest
+from pkgtools import build_deb
+
+from nodeagent import __version__ as VERSION
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's .deb, built with packaging/build-deb.sh once for the
+    chroot, upgrade and live systemd tests together."""
+    return build_deb(tmp_path_factory.mktemp("deb"), VERSION)
 
 
 @pytest.fixture
@@ -23,5 +35,3 @@ def aws_env(moto_url: str) -> dict[str, str]:
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
     return env
-
-

@@ -1,9 +1,10 @@
 """Helpers for the packaging tests: the repository's paths, ports of this
-suite's range (15100-15199), and fake system commands that record how the
-bootstrap scripts call them."""
+suite's range (15100-15199), the .deb built with the documented command, and
+fake system commands that record how the bootstrap scripts call them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,24 @@ CONFIG = REPO / "config"
 SYSTEMD = REPO / "systemd"
 PACKAGING = REPO / "packaging"
 PORTS = range(15100, 15200)
+# Debian's tools run with the system's own PATH and python3, not the venv's
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C.UTF-8"}
+
+
+def deb_arch() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def build_deb(out: Path, version: str) -> Path:
+    """The .deb of this checkout, built by packaging/build-deb.sh into `out`
+    (about 45 s; fails on lintian errors)."""
+    r = subprocess.run([str(PACKAGING / "build-deb.sh")], capture_output=True, text=True, timeout=900,
+                       env={**CLEAN_ENV, "NODEAGENT_DEB_OUT": str(out)})
+    assert r.returncode == 0, r.stderr[-4000:]
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert path == out / f"nodeagent_{version}_{deb_arch()}.deb"
+    return path
 
 
 def free_port() -> int:

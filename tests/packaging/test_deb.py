@@ -24,7 +24,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from pkgtools import PACKAGING, REPO
+from pkgtools import CLEAN_ENV, PACKAGING, REPO
 
 from nodeagent import __version__ as VERSION
 
@@ -36,20 +36,6 @@ pytestmark = [
         reason="needs dpkg-dev, debhelper, lintian, debootstrap",
     ),
 ]
-
-CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": os.environ.get("HOME", "/root"), "LC_ALL": "C.UTF-8"}
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    r = subprocess.run([str(PACKAGING / "build-deb.sh")], capture_output=True, text=True, timeout=900,
-                       env={**CLEAN_ENV, "NODEAGENT_DEB_OUT": str(out)})
-    assert r.returncode == 0, r.stderr[-4000:]
-    path = Path(r.stdout.strip().splitlines()[-1])
-    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
-    assert path == out / f"nodeagent_{VERSION}_{arch}.deb"
-    return path
 
 
 def field(deb: Path, name: str) -> str:
