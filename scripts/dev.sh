@@ -23,14 +23,16 @@ if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 
 # Debian packages. The run mode needs only Python; the tests use real
 # components: Slurm + munge, Prometheus + promtool, node_exporter, the Debian
-# packaging tool chain, shellcheck, systemd-analyze, the AWS CLI, envsubst.
+# packaging tool chain, shellcheck, systemd-analyze, systemd-nspawn (a booted
+# Debian root with systemd as PID 1 for the service tests), the AWS CLI,
+# envsubst.
 run_pkgs=(python3 python3-venv python3-dev gcc ca-certificates)
 test_pkgs=(
   slurmctld slurmd slurm-client munge slurmdbd mariadb-server-core mariadb-client-core
   prometheus prometheus-node-exporter
   debhelper dh-python dpkg-dev devscripts lintian debootstrap fakeroot man-db
   python3-pip python3-setuptools python3-wheel
-  shellcheck systemd awscli gettext-base openssl curl procps util-linux
+  shellcheck systemd systemd-container awscli gettext-base openssl curl procps util-linux
 )
 pkgs=("${run_pkgs[@]}")
 if [ "$mode" = test ]; then pkgs+=("${test_pkgs[@]}"); fi
