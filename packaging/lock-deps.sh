@@ -3,8 +3,8 @@
 # .deb carries, with the sha256 of every wheel build-deb.sh may download
 # (x86_64 and aarch64). Edit the pins below, run this, commit the result.
 #
-# Pure-Python wheels serve every Python version; psutil and bcrypt ship abi3
-# wheels (one build for CPython 3.x); PyYAML has only per-version wheels, so
+# Pure-Python wheels serve every Python version; bcrypt ships abi3 wheels
+# (one build for CPython 3.x); PyYAML has only per-version wheels, so
 # the one taken is PyYAML's pure-Python part (build-deb.sh removes its C
 # extension and PyYAML falls back to its Python parser).
 set -euo pipefail
@@ -16,7 +16,6 @@ PINS=(
     "jmespath==1.1.0"
     "nvidia-ml-py==13.615.71"
     "prometheus-client==0.26.0"
-    "psutil==7.2.2"
     "python-dateutil==2.9.0.post0"
     "PyYAML==6.0.3"
     "s3transfer==0.17.0"
