@@ -346,10 +346,6 @@ class Daemon:
             self._stop_requested = True
         self.wake()
 
-    def request_stop(self) -> None:
-        self._stop_requested = True
-        self.wake()
-
     def wake(self) -> None:
         """End the main loop's wait (from a signal handler or any thread)."""
         with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway

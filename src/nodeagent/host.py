@@ -122,9 +122,6 @@ class Host:
     def read_proc(self, *parts: str) -> str:
         return self.read_text(self.proc(*parts))
 
-    def read_sys(self, *parts: str) -> str:
-        return self.read_text(self.sys(*parts))
-
     @staticmethod
     def stat(path: Path) -> os.stat_result:
         """The file's status, following symlinks."""

@@ -75,10 +75,6 @@ PASS_ROLE = f"pass --role {'|'.join(ROLES)}"
 NODE_TYPES = {spec.node_type: role for role, spec in ROLE_TABLE.items()}
 
 
-def group_port(group: str) -> int:
-    return GROUPS[group].port
-
-
 def roles_serving(group: str) -> tuple[str, ...]:
     """The roles whose agent serves this group over HTTP."""
     return tuple(role for role, spec in ROLE_TABLE.items() if group in spec.exporters)

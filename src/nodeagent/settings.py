@@ -300,15 +300,3 @@ def check_timeout(value: Any) -> str | None:
 
 def check_interval(value: Any) -> str | None:
     return check_range(0, MAX_INTERVAL, low_open=True, unit="seconds")(value)
-
-
-def check_positive(value: Any) -> str | None:
-    if value is None or (value > 0 and math.isfinite(value)):
-        return None
-    return f"must be a finite number greater than 0, got {shown(value)}"
-
-
-def check_non_negative(value: Any) -> str | None:
-    if value is None or (value >= 0 and math.isfinite(value)):
-        return None
-    return f"must be a finite number, 0 or more, got {shown(value)}"

@@ -182,12 +182,6 @@ class DeviceCalls(FakeCore):
         self._device_only(gi)
         return self._int(gpu, name)  # mJ
 
-    def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int:
-        gpu, gi = self._enter("nvmlDeviceGetPcieReplayCounter", handle, ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER",))
-        assert gpu is not None
-        self._device_only(gi)
-        return self._int(gpu, "DCGM_FI_DEV_PCIE_REPLAY_COUNTER")
-
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
         names = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL")
         gpu, gi = self._enter("nvmlDeviceGetUtilizationRates", handle, names)

@@ -37,10 +37,6 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _code(text: str) -> str:
-    return f"`{text}`" if text else ""
-
-
 def _labels(spec: MetricSpec) -> str:
     return ", ".join(f"`{label}`" for label in spec.labels)
 

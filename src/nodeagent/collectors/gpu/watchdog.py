@@ -181,10 +181,6 @@ class Watchdog:
         with self.lock:
             return self.quarantine.get(gpu)
 
-    @property
-    def wedged(self) -> bool:
-        return self.timer.hung is not None
-
     def check(self) -> None:
         """Declare the current thread's call hung after its limit; replace the
         thread unless too many calls hang already."""

@@ -10,9 +10,10 @@ from nodeagent.registry import Collector, register
 from nodeagent.roles import ROLES
 
 
-def parse_entropy(entropy_avail: str, poolsize: str) -> tuple[int, int]:
-    """The two files' texts -> (available bits, pool size bits)."""
-    return read_uint(entropy_avail, "entropy_avail"), read_uint(poolsize, "poolsize")
+def parse_entropy(entropy_avail: str, poolsize: str, avail_source: str = "entropy_avail",
+                  pool_source: str = "poolsize") -> tuple[int, int]:
+    """The two files' texts -> (available bits, pool size bits); errors name the file."""
+    return read_uint(entropy_avail, avail_source), read_uint(poolsize, pool_source)
 
 
 @register
@@ -25,8 +26,8 @@ class EntropyCollector(Collector):
     def collect(self) -> list[MetricFamily]:
         avail_path = self.host.proc("sys", "kernel", "random", "entropy_avail")
         pool_path = self.host.proc("sys", "kernel", "random", "poolsize")
-        avail = read_uint(self.host.read_text(avail_path), str(avail_path))
-        pool = read_uint(self.host.read_text(pool_path), str(pool_path))
+        avail, pool = parse_entropy(self.host.read_text(avail_path), self.host.read_text(pool_path),
+                                    str(avail_path), str(pool_path))
         fam_a = cat.NODE_ENTROPY_AVAILABLE_BITS.family()
         fam_a.add_unlabelled(avail)
         fam_p = cat.NODE_ENTROPY_POOL_SIZE_BITS.family()
