@@ -14,18 +14,20 @@ from pathlib import Path
 import pytest
 from check_helpers import CHECK_FIXTURES, P5, copy_tree, make_config
 
-from nodeagent.checks.instances import EFA_BY_INSTANCE_TYPE, resolve_instance_type
+from nodeagent.checks.instances import resolve_instance_type
 from nodeagent.checks.node import (
     check_efa,
+    check_gpu_count,
     check_lustre,
     node_checks,
     node_facts,
     parse_driver_version,
+    pci_devices,
 )
 from nodeagent.checks.options import CheckOptions
 from nodeagent.daemon import host_from_config
-from nodeagent.gpu.instances import GPUS_BY_INSTANCE_TYPE
 from nodeagent.host import Host, Roots, StatTimeout
+from nodeagent.instances import INSTANCE_SHAPES
 
 
 def run(tmp_path: Path, **paths: Path | str) -> dict[str, object]:
@@ -141,19 +143,38 @@ def _efa_sysfs(tmp_path: Path, bound: int, attached: int, itype: str = "p5.48xla
 def test_efa(tmp_path, bound, attached, itype, status, detail):
     host = _efa_sysfs(tmp_path, bound, attached, itype)
     cfg, _ = make_config(tmp_path)
-    from nodeagent.checks.node import pci_devices
-
     row = check_efa(host, node_facts(cfg, host), pci_devices(host))
     assert (row.status, row.detail) == (status, detail)
     assert row.fatal == (status == "fail")
 
 
-def test_efa_table_covers_the_issue_types():
+def test_the_shape_table_covers_the_issue_types():
     for itype in ("p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge",
                   "g5.48xlarge", "g6.48xlarge", "g6e.48xlarge"):
-        assert itype in EFA_BY_INSTANCE_TYPE and itype in GPUS_BY_INSTANCE_TYPE
-    assert EFA_BY_INSTANCE_TYPE["p5.48xlarge"] == 32 and EFA_BY_INSTANCE_TYPE["p5en.48xlarge"] == 16
-    assert EFA_BY_INSTANCE_TYPE["p4d.24xlarge"] == 4 and EFA_BY_INSTANCE_TYPE["g6e.48xlarge"] == 4
+        assert INSTANCE_SHAPES[itype].gpus == 8 and INSTANCE_SHAPES[itype].efa >= 1
+    assert INSTANCE_SHAPES["p5.48xlarge"].efa == 32 and INSTANCE_SHAPES["p5en.48xlarge"].efa == 16
+    assert INSTANCE_SHAPES["p4d.24xlarge"].efa == 4 and INSTANCE_SHAPES["g6e.48xlarge"].efa == 4
+
+
+def _p6_b300_host(tmp_path: Path) -> Host:
+    """A p6-b300.48xlarge with its driver, 8 GPUs and 16 bound EFA devices.
+    The type used to be in the EFA table only: the GPU check expected none."""
+    host = _efa_sysfs(tmp_path, 16, 16, "p6-b300.48xlarge")
+    gpus = tmp_path / "proc" / "driver" / "nvidia" / "gpus"
+    for i in range(8):
+        (gpus / f"0000:{0x10 + i:02x}:00.0").mkdir(parents=True)
+    (tmp_path / "proc" / "driver" / "nvidia" / "version").write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build\n")
+    return Host(Roots(sysfs=host.roots.sysfs, procfs=str(tmp_path / "proc")))
+
+
+def test_gpu_and_efa_checks_read_one_table(tmp_path):
+    host = _p6_b300_host(tmp_path)
+    cfg, _ = make_config(tmp_path)
+    facts = node_facts(cfg, host)
+    pci = pci_devices(host)
+    assert check_gpu_count(cfg, host, facts, pci).detail == "8 of 8 GPUs seen by the driver (p6-b300.48xlarge)"
+    assert check_efa(host, facts, pci).detail == "16 of 16 EFA devices (p6-b300.48xlarge)"
 
 
 class _StuckHost(Host):

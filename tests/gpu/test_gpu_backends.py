@@ -14,10 +14,10 @@ from nodeagent.exposition import render
 from nodeagent.gpu.backend import GpuRef, open_backend
 from nodeagent.gpu.dcgm import connect_dcgm, open_dcgm_profiling
 from nodeagent.gpu.fake import FakeClock, FakeDcgm, FakeNvml, parse_description
-from nodeagent.gpu.instances import expected_gpus
 from nodeagent.gpu.nvml import nvml_available
 from nodeagent.gpu.settings import GpuSettings
 from nodeagent.host import Host, Roots
+from nodeagent.instances import expected_gpus
 from nodeagent.registry import CollectorContext
 from nodeagent.settings import ConfigError
 
@@ -78,6 +78,11 @@ def test_expected_gpus_from_config_or_instance_type(tmp_path) -> None:
     host = Host(Roots(sysfs=str(tmp_path), dev=str(tmp_path)))
     assert expected_gpus(host, None) == 8
     assert expected_gpus(host, 2) == 2
+    # the table the checks read too: p6-b300 used to be in the EFA table only
+    (dmi / "product_name").write_text("p6-b300.48xlarge\n")
+    assert expected_gpus(host, None) == 8
+    (dmi / "product_name").write_text("trn2.48xlarge\n")  # Trainium: EFA, no NVIDIA GPU
+    assert expected_gpus(host, None) == 0
     (dmi / "product_name").write_text("m7i.large\n")
     assert expected_gpus(host, None) == 0
     assert expected_gpus(Host(Roots(sysfs=str(tmp_path / "none"))), None) == 0

@@ -4,7 +4,7 @@
 - service.py: the systemd unit and the HTTP endpoints;
 - node.py: node-local health (GPUs, driver, XIDs, EFA, Lustre);
 - kernel_log.py: XIDs from the kernel log (a pure parser and the reader);
-- instances.py: EFA devices per EC2 instance type, the instance type;
+- instances.py: this node's instance type (DMI, else instance metadata);
 - head.py: Slurm's commands and CloudWatch;
 - slurm_health.py: drain and resume for Slurm's HealthCheckProgram.
 """

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nodeagent.checks.instances import EFA_BY_INSTANCE_TYPE, resolve_instance_type
+from nodeagent.checks.instances import resolve_instance_type
 from nodeagent.checks.kernel_log import node_fatal_meaning, read_kernel_log, summarize
 from nodeagent.checks.kernel_log import parse_xids as parse_xid_events
 from nodeagent.checks.options import CheckOptions
@@ -28,8 +28,8 @@ from nodeagent.checks.result import CheckRow, fail, ok, skip, timed, warn
 from nodeagent.collectors.host.efa import is_efa
 from nodeagent.collectors.host.filesystem import parse_mounts
 from nodeagent.config import Config
-from nodeagent.gpu.instances import expected_gpus
 from nodeagent.host import Host, StatTimeout
+from nodeagent.instances import expected_efa, expected_gpus
 
 NVIDIA_VENDOR = "0x10de"
 # PCI classes of GPUs: VGA controller (0x0300xx) and 3D controller (0x0302xx);
@@ -176,7 +176,7 @@ def check_efa(host: Host, facts: NodeFacts, pci: list[dict[str, str | None]]) ->
     base = host.sys("class", "infiniband")
     bound = [d for d in host.listdir(base) if is_efa(d, host.readlink(base / d / "device" / "driver"))]
     attached = count_pci_efa(pci)
-    expected = EFA_BY_INSTANCE_TYPE.get(facts.instance_type or "")
+    expected = expected_efa(facts.instance_type)
     have = len(bound)
     if attached > have:
         return fail(

@@ -34,9 +34,9 @@ from nodeagent.collectors.gpu.watchdog import Abandoned, HungCall, TimedApi, Wat
 from nodeagent.collectors.gpu.xid import XidLogLimiter, XidTracker
 from nodeagent.gpu.backend import Backend, GpuRef, NvmlApi, open_backend
 from nodeagent.gpu.counters import CounterRow, default_counters, load_counters_file
-from nodeagent.gpu.instances import expected_gpus
 from nodeagent.gpu.settings import GpuSettings
 from nodeagent.host import Host
+from nodeagent.instances import expected_gpus
 
 log = structlog.get_logger(__name__)
 
