@@ -1,9 +1,10 @@
 """The one collector registry.
 
 A collector is a class registered with @register. It declares its name, the
-group it feeds (the exporter port), the roles where it is on by default, a
-one-line description and an Options dataclass for its config section
-(`collectors.options.<name>` in the YAML). Every collector module is listed in
+group it feeds (the exporter port), a one-line description and an Options
+dataclass for its config section (`collectors.options.<name>` in the YAML).
+It is on by default in the roles that run its group (roles.py) unless it
+declares default_roles itself (EFA: compute only). Every collector module is listed in
 COLLECTOR_MODULES and imported explicitly: an unknown or duplicate name is an
 error at start, never a silent skip.
 """
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
-from nodeagent.roles import GROUPS, ROLES
+from nodeagent.roles import GROUPS, ROLES, roles_running
 
 # Every module that registers collectors. Adding a collector = one line here.
 COLLECTOR_MODULES: tuple[str, ...] = (
@@ -74,6 +75,8 @@ class Collector:
 
     name: ClassVar[str]
     group: ClassVar[str]  # "host" | "gpu" | "slurm"
+    # where the collector is on by default; register() fills in the roles
+    # that run its group (roles.roles_running) when a class does not say
     default_roles: ClassVar[tuple[str, ...]]
     description: ClassVar[str]
     Options: ClassVar[type[Any]] = NoOptions
@@ -107,16 +110,18 @@ C = TypeVar("C", bound=type[Collector])
 
 
 def register(cls: C) -> C:
-    for attr in ("name", "group", "default_roles", "description"):
+    for attr in ("name", "group", "description"):
         if not hasattr(cls, attr):
             raise TypeError(f"collector {cls.__name__} does not set {attr}")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"collector name {cls.name!r} registered twice")
+    if cls.group not in GROUPS:
+        raise ValueError(f"collector {cls.name}: unknown group {cls.group!r}")
+    if not hasattr(cls, "default_roles"):
+        cls.default_roles = roles_running(cls.group)
     unknown = set(cls.default_roles) - set(ROLES)
     if unknown:
         raise ValueError(f"collector {cls.name}: unknown roles {sorted(unknown)}")
-    if cls.group not in GROUPS:
-        raise ValueError(f"collector {cls.name}: unknown group {cls.group!r}")
     _REGISTRY[cls.name] = cls
     return cls
 

@@ -75,6 +75,12 @@ PASS_ROLE = f"pass --role {'|'.join(ROLES)}"
 NODE_TYPES = {spec.node_type: role for role, spec in ROLE_TABLE.items()}
 
 
+def roles_running(group: str) -> tuple[str, ...]:
+    """The roles whose agent runs this collector group: where its collectors
+    are on by default unless a collector declares its own default_roles."""
+    return tuple(role for role, spec in ROLE_TABLE.items() if group in spec.groups)
+
+
 def roles_serving(group: str) -> tuple[str, ...]:
     """The roles whose agent serves this group over HTTP."""
     return tuple(role for role, spec in ROLE_TABLE.items() if group in spec.exporters)

@@ -11,7 +11,7 @@ from pathlib import Path
 from nodeagent import registry
 from nodeagent.catalogue import CATALOGUE
 from nodeagent.config import Config
-from nodeagent.roles import GROUPS, NODE_TYPES, ROLE_CHOICES, ROLE_TABLE, ROLES
+from nodeagent.roles import GROUPS, NODE_TYPES, ROLE_CHOICES, ROLE_TABLE, ROLES, roles_running
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "nodeagent"
 ROLES_PY = SRC / "roles.py"
@@ -58,6 +58,18 @@ def test_every_role_and_collector_group_is_in_the_table():
         assert set(cls.default_roles) <= set(ROLES), name
         # on by default only where its group runs
         assert all(cls.group in ROLE_TABLE[r].groups for r in cls.default_roles), name
+
+
+def test_default_roles_come_from_the_group_unless_a_collector_says():
+    collectors = registry.load_all()
+    assert roles_running("host") == ROLES
+    assert roles_running("gpu") == ("compute",) and roles_running("slurm") == ("head",)
+    # the one collector that differs from its group, and says so in its class
+    overrides = {name: cls.default_roles for name, cls in collectors.items()
+                 if cls.default_roles != roles_running(cls.group)}
+    assert overrides == {"efa": ("compute",)}
+    assert collectors["loadavg"].default_roles == ROLES
+    assert collectors["gpu"].default_roles == ("compute",)
 
 
 def test_every_served_family_carries_its_groups_prefix():

@@ -108,7 +108,6 @@ class _SamplerCollector(Collector):
 class GpuCollector(_SamplerCollector):
     name = "gpu"
     group = "gpu"
-    default_roles = ("compute",)
     description = (
         "dcgm-exporter compatible GPU metrics (DCGM_*) and per-GPU health, XID, job and idle series, "
         "from a background NVML sampler (gpu: section)."
@@ -128,7 +127,6 @@ class GpuCollector(_SamplerCollector):
 class GpuStatusCollector(_SamplerCollector):
     name = "gpu_status"
     group = "gpu"
-    default_roles = ("compute",)
     description = (
         "GPU inventory and sampler health: nodeagent_gpus{state}, backend, snapshot age and staleness, "
         "hung NVML calls."

@@ -5,7 +5,6 @@ from __future__ import annotations
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_arp(text: str, source: str = "arp") -> dict[str, int]:
@@ -28,7 +27,6 @@ def parse_arp(text: str, source: str = "arp") -> dict[str, int]:
 class ArpCollector(Collector):
     name = "arp"
     group = "host"
-    default_roles = ROLES
     description = "ARP table entries per network device (node_arp_entries) from /proc/net/arp."
 
     def collect(self) -> list[MetricFamily]:

@@ -8,7 +8,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.collectors.host._values import read_uint
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # positions of the per-CPU columns prometheus/procfs reads (search_restart is the 17th, when present)
 _COLUMNS = {"found": 2, "invalid": 4, "ignore": 5, "insert": 8, "insert_failed": 9, "drop": 10,
@@ -40,7 +39,6 @@ def parse_conntrack_stat(text: str, source: str = "nf_conntrack") -> dict[str, i
 class ConntrackCollector(Collector):
     name = "conntrack"
     group = "host"
-    default_roles = ROLES
     description = "Connection tracking table use and statistics (node_nf_conntrack_*); absent module = none."
 
     def collect(self) -> list[MetricFamily]:

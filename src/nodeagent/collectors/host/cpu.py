@@ -23,7 +23,6 @@ from nodeagent.collectors.host._common import line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 USER_HZ = 100.0
 MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -141,7 +140,6 @@ class _Topology:
 class CpuCollector(Collector):
     name = "cpu"
     group = "host"
-    default_roles = ROLES
     description = "CPU time per CPU and mode from /proc/stat (node_cpu_seconds_total), isolation, throttling."
     Options = CpuOptions
 

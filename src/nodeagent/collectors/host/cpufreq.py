@@ -13,7 +13,6 @@ from __future__ import annotations
 from nodeagent.catalogue import host as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # (file in cpuN/cpufreq, spec), in node_exporter's order
 FILES = (
@@ -46,7 +45,6 @@ def cpu_dirs(entries: list[str]) -> list[str]:
 class CpufreqCollector(Collector):
     name = "cpufreq"
     group = "host"
-    default_roles = ROLES
     description = "CPU frequencies per CPU from /sys/devices/system/cpu/cpu*/cpufreq."
 
     def collect(self) -> list[MetricFamily]:

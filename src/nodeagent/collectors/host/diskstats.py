@@ -19,7 +19,6 @@ from nodeagent.collectors.host._common import DeviceFilter, line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 DEFAULT_DEVICE_EXCLUDE = r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$"
 SECTOR_BYTES = 512.0
@@ -81,7 +80,6 @@ ATA_PROPERTIES = (
 class DiskstatsCollector(Collector):
     name = "diskstats"
     group = "host"
-    default_roles = ROLES
     description = "Block device I/O statistics from /proc/diskstats and udev device info."
     Options = DiskstatsOptions
 

@@ -133,6 +133,7 @@ def amazonefa_family(counter: str) -> MetricFamily:
 class EfaCollector(Collector):
     name = "efa"
     group = "host"
+    # EFA is attached to the compute fleet; head and login nodes have none
     default_roles = ("compute",)
     description = "EFA hw_counters (node_amazonefa_*) and InfiniBand port counters (node_infiniband_*)."
     Options = EfaOptions

@@ -7,7 +7,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.collectors.host._values import read_uint
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_entropy(entropy_avail: str, poolsize: str, avail_source: str = "entropy_avail",
@@ -20,7 +19,6 @@ def parse_entropy(entropy_avail: str, poolsize: str, avail_source: str = "entrop
 class EntropyCollector(Collector):
     name = "entropy"
     group = "host"
-    default_roles = ROLES
     description = "Kernel entropy pool (node_entropy_*) from /proc/sys/kernel/random."
 
     def collect(self) -> list[MetricFamily]:

@@ -6,7 +6,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.collectors.host._values import go_uint
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_file_nr(text: str, source: str = "file-nr") -> tuple[int, int]:
@@ -24,7 +23,6 @@ def parse_file_nr(text: str, source: str = "file-nr") -> tuple[int, int]:
 class FilefdCollector(Collector):
     name = "filefd"
     group = "host"
-    default_roles = ROLES
     description = "File handles allocated and the system maximum (node_filefd_*) from /proc/sys/fs/file-nr."
 
     def collect(self) -> list[MetricFamily]:

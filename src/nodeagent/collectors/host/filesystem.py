@@ -23,7 +23,6 @@ from nodeagent.collectors.host._common import line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 from nodeagent.settings import check_timeout
 
 log = structlog.get_logger(__name__)
@@ -117,7 +116,6 @@ def strip_rootfs(mountpoint: str, rootfs: str) -> str:
 class FilesystemCollector(Collector):
     name = "filesystem"
     group = "host"
-    default_roles = ROLES
     description = "Size, free space and inodes per mounted filesystem (statfs, bounded by a timeout)."
     Options = FilesystemOptions
 

@@ -16,7 +16,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.collectors.host._values import go_float
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 SENSOR_TYPES = frozenset({"vrm", "beep_enable", "update_interval", "in", "cpu", "fan", "pwm", "temp",
                           "curr", "power", "energy", "humidity", "intrusion"})  # fmt: skip
@@ -181,7 +180,6 @@ def hwmon_families(chips: Iterable[Chip]) -> list[MetricFamily]:
 class HwmonCollector(Collector):
     name = "hwmon"
     group = "host"
-    default_roles = ROLES
     description = "Hardware sensors (temperatures, fans, voltages, power) from /sys/class/hwmon (node_hwmon_*)."
 
     def _chip(self, class_dir: str, entry: str) -> Chip | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from nodeagent.catalogue import host as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_loadavg(text: str) -> tuple[float, float, float]:
@@ -20,7 +19,6 @@ def parse_loadavg(text: str) -> tuple[float, float, float]:
 class LoadavgCollector(Collector):
     name = "loadavg"
     group = "host"
-    default_roles = ROLES
     description = "Load averages (node_load1, node_load5, node_load15) from /proc/loadavg."
 
     def collect(self) -> list[MetricFamily]:

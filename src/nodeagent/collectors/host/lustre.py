@@ -14,7 +14,6 @@ from pathlib import Path
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # llite directory names are '<fsname>-<superblock address in hex>'
 _LLITE_DIR = re.compile(r"(.+)-([0-9a-fA-F]{8,16})")
@@ -94,7 +93,6 @@ def merge_stats(into: dict[str, OpStats], ops: dict[str, OpStats]) -> None:
 class LustreCollector(Collector):
     name = "lustre"
     group = "host"
-    default_roles = ROLES
     description = "Lustre client (FSx for Lustre) read/write bytes and operations from llite stats."
 
     def _lustre_client_present(self) -> bool:

@@ -11,7 +11,6 @@ from nodeagent.catalogue import host as cat
 from nodeagent.collectors.host._common import METRIC_NAME, line_error
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_meminfo(text: str, source: str = "meminfo") -> list[tuple[str, float, bool]]:
@@ -51,7 +50,6 @@ def parse_meminfo(text: str, source: str = "meminfo") -> list[tuple[str, float, 
 class MeminfoCollector(Collector):
     name = "meminfo"
     group = "host"
-    default_roles = ROLES
     description = "Memory statistics from /proc/meminfo (node_memory_*)."
 
     def collect(self) -> list[MetricFamily]:

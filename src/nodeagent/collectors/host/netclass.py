@@ -17,7 +17,6 @@ from nodeagent.collectors.host._common import DeviceFilter, parse_int
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 # string attributes, in node_network_info's label order (device goes third)
 INFO_ATTRS = ("address", "broadcast", "duplex", "ifalias", "operstate")
@@ -55,7 +54,6 @@ def interface_values(attrs: dict[str, str | None], ignore_invalid_speed: bool = 
 class NetclassCollector(Collector):
     name = "netclass"
     group = "host"
-    default_roles = ROLES
     description = "Network interface properties from /sys/class/net (node_network_up, _info, _mtu_bytes, ...)."
     Options = NetclassOptions
 

@@ -16,7 +16,6 @@ from nodeagent.collectors.host._common import DeviceFilter, line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 COLUMNS = len(cat.NETDEV_FIELDS)
 NOHANDLER = ("statistics/rx_nohandler",)
@@ -59,7 +58,6 @@ def parse_netdev(text: str, source: str = "net/dev") -> list[tuple[str, list[flo
 class NetdevCollector(Collector):
     name = "netdev"
     group = "host"
-    default_roles = ROLES
     description = "Network interface counters from /proc/net/dev (node_network_*_total)."
     Options = NetdevOptions
 

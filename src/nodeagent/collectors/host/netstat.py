@@ -16,7 +16,6 @@ from nodeagent.collectors.host._common import METRIC_NAME
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 # node_exporter 1.5's --collector.netstat.fields default (1.6 added TcpExt_TCPOFOQueue)
 DEFAULT_FIELDS = (
@@ -80,7 +79,6 @@ def parse_snmp6(text: str) -> list[Stat]:
 class NetstatCollector(Collector):
     name = "netstat"
     group = "host"
-    default_roles = ROLES
     description = "Network protocol counters from /proc/net/netstat, snmp and snmp6 (node_netstat_*)."
     Options = NetstatOptions
 

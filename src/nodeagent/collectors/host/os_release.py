@@ -12,7 +12,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 OS_RELEASE_FILES = ("etc/os-release", "usr/lib/os-release")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -70,7 +69,6 @@ def os_families(env: dict[str, str]) -> list[MetricFamily]:
 class OsCollector(Collector):
     name = "os"
     group = "host"
-    default_roles = ROLES
     description = "Operating system release (node_os_info, node_os_version) from os-release."
 
     def __init__(self, host: Host, options: Any, context: CollectorContext | None = None) -> None:

@@ -7,7 +7,6 @@ import errno
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 RESOURCES = ("cpu", "io", "memory")
 _SPECS = {
@@ -45,7 +44,6 @@ def parse_pressure(text: str, source: str = "pressure") -> dict[str, float]:
 class PressureCollector(Collector):
     name = "pressure"
     group = "host"
-    default_roles = ROLES
     description = "Pressure stall information (node_pressure_*) from /proc/pressure; absent PSI reports nothing."
 
     def collect(self) -> list[MetricFamily]:

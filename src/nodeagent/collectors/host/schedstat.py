@@ -8,7 +8,6 @@ import errno
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_schedstat(text: str) -> list[tuple[str, int, int, int]]:
@@ -32,7 +31,6 @@ def parse_schedstat(text: str) -> list[tuple[str, int, int, int]]:
 class SchedstatCollector(Collector):
     name = "schedstat"
     group = "host"
-    default_roles = ROLES
     description = "Per-CPU scheduler run and wait time (node_schedstat_*) from /proc/schedstat."
 
     def collect(self) -> list[MetricFamily]:

@@ -14,7 +14,6 @@ from nodeagent.catalogue import host as cat
 from nodeagent.collectors.host._common import METRIC_NAME, line_error
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # the per-protocol keys node_exporter knows, in its order; others are ignored
 STATES = ("inuse", "orphan", "tw", "alloc", "mem", "memory")
@@ -65,7 +64,6 @@ def sockstat_samples(protocols: list[tuple[str, dict[str, int]]], page_size: int
 class SockstatCollector(Collector):
     name = "sockstat"
     group = "host"
-    default_roles = ROLES
     description = "Socket counts and memory per protocol from /proc/net/sockstat and sockstat6."
 
     page_size = resource.getpagesize()

@@ -6,7 +6,6 @@ from __future__ import annotations
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 MIN_COLUMNS = 9
 
@@ -33,7 +32,6 @@ def parse_softnet(text: str, source: str = "softnet_stat") -> list[tuple[int, in
 class SoftnetCollector(Collector):
     name = "softnet"
     group = "host"
-    default_roles = ROLES
     description = "Per-CPU network softirq statistics (node_softnet_*) from /proc/net/softnet_stat."
 
     def collect(self) -> list[MetricFamily]:

@@ -13,7 +13,6 @@ from nodeagent.catalogue.spec import MetricSpec
 from nodeagent.collectors.host._common import line_error
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # /proc/stat key -> spec, in node_exporter's order
 KEYS: dict[str, MetricSpec] = {
@@ -52,7 +51,6 @@ def parse_stat(text: str, source: str = "stat") -> dict[str, float]:
 class StatCollector(Collector):
     name = "stat"
     group = "host"
-    default_roles = ROLES
     description = "Boot time, context switches, forks, interrupts and process counts from /proc/stat."
 
     def collect(self) -> list[MetricFamily]:

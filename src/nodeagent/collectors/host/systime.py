@@ -8,7 +8,6 @@ import time
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 
 def parse_clocksources(available: str, current: str) -> tuple[list[str], str]:
@@ -26,7 +25,6 @@ def zone_offset(now: float) -> tuple[str, int]:
 class TimeCollector(Collector):
     name = "time"
     group = "host"
-    default_roles = ROLES
     description = "System time, time zone offset and clocksources (node_time_*)."
 
     def collect(self) -> list[MetricFamily]:

@@ -46,7 +46,6 @@ from nodeagent.collectors.host._values import go_float
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily, MetricType
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 log = structlog.get_logger(__name__)
 
@@ -511,7 +510,6 @@ Problems = dict[tuple[str, str], tuple[str, int]]
 class TextfileCollector(Collector):
     name = "textfile"
     group = "host"
-    default_roles = ROLES
     description = "Metrics from *.prom files in paths.textfile_dir (node_exporter's textfile collector)."
     Options = TextfileOptions
 

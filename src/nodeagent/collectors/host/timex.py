@@ -8,7 +8,6 @@ from nodeagent.catalogue import host_extra as cat
 from nodeagent.catalogue.spec import MetricSpec
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 TIME_ERROR = 5  # adjtimex state: clock not synchronized
 STA_NANO = 0x2000  # status bit: offset and jitter are in nanoseconds, not microseconds
@@ -47,7 +46,6 @@ class TimexRefused(RuntimeError):
 class TimexCollector(Collector):
     name = "timex"
     group = "host"
-    default_roles = ROLES
     description = "Clock synchronisation state from adjtimex(2), read only (node_timex_*)."
 
     def collect(self) -> list[MetricFamily]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from nodeagent.catalogue import host_extra as cat
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, register
-from nodeagent.roles import ROLES
 
 # label -> /proc/sys/kernel file
 _FILES = {"sysname": "ostype", "release": "osrelease", "version": "version",
@@ -28,7 +27,6 @@ def uname_labels(files: dict[str, str | None], fallback: dict[str, str]) -> tupl
 class UnameCollector(Collector):
     name = "uname"
     group = "host"
-    default_roles = ROLES
     description = "Kernel name, release, version, host and machine (node_uname_info)."
 
     def collect(self) -> list[MetricFamily]:

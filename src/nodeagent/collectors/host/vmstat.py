@@ -14,7 +14,6 @@ from nodeagent.collectors.host._common import METRIC_NAME, line_error
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.registry import Collector, CollectorContext, register
-from nodeagent.roles import ROLES
 
 DEFAULT_FIELDS = "^(oom_kill|pgpg|pswp|pg.*fault).*"
 
@@ -43,7 +42,6 @@ def parse_vmstat(text: str, source: str = "vmstat") -> list[tuple[str, str]]:
 class VmstatCollector(Collector):
     name = "vmstat"
     group = "host"
-    default_roles = ROLES
     description = "Paging, swapping, page faults and OOM kills from /proc/vmstat (node_vmstat_*)."
     Options = VmstatOptions
 
