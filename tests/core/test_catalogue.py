@@ -65,3 +65,14 @@ def test_catalogue_names_are_unique_and_documented():
         seen.add(spec.name)
         assert spec.help.strip(), f"{spec.name} has no help text"
         assert spec.collector, f"{spec.name} names no collector"
+
+
+def test_a_single_value_family_from_its_spec():
+    from nodeagent.catalogue import host, host_extra, sinks
+
+    fam = sinks.CW_SPOOL_DATUMS.single(3)
+    assert (fam.name, fam.type, fam.samples) == ("nodeagent_cloudwatch_spool_datums", "gauge", [((), 3)])
+    fam = host.VMSTAT.single(7.0, field="pgfault")
+    assert (fam.name, fam.samples) == ("node_vmstat_pgfault", [((), 7.0)])
+    with pytest.raises(ValueError, match="0 label values for 1 label names"):
+        host_extra.NODE_TEXTFILE_MTIME_SECONDS.single(1.0)  # a labelled family is not a single value

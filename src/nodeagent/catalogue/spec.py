@@ -61,6 +61,13 @@ class MetricSpec:
             value_format=self.value_format,  # type: ignore[arg-type]
         )
 
+    def single(self, value: float, **fields: str) -> MetricFamily:
+        """A new family holding one unlabelled sample, the shape of most
+        node_exporter gauges; `fields` as for family()."""
+        fam = self.family(None, **fields)
+        fam.add((), value)
+        return fam
+
     def matches(self, name: str) -> bool:
         if not self.is_pattern:
             return name == self.name

@@ -63,7 +63,7 @@ import structlog
 from nodeagent import __version__
 from nodeagent.catalogue import sinks as cat
 from nodeagent.catalogue import summaries as cat_sum
-from nodeagent.catalogue.spec import Catalogue
+from nodeagent.catalogue.spec import Catalogue, MetricSpec
 from nodeagent.host import Host
 from nodeagent.model import MetricFamily
 from nodeagent.sinks.discovery import Identity, discover
@@ -610,10 +610,8 @@ class CloudWatchSink:
         oldest = self.spool.oldest_timestamp()
         families: list[MetricFamily] = []
 
-        def single(spec: Any, value: float) -> None:
-            fam = spec.family()
-            fam.add_unlabelled(value)
-            families.append(fam)
+        def single(spec: MetricSpec, value: float) -> None:
+            families.append(spec.single(value))
 
         single(cat.CW_SPOOL_DATUMS, self.spool.datums)
         single(cat.CW_SPOOL_BYTES, self.spool.size_bytes)

@@ -141,21 +141,18 @@ class GpuStatusCollector(_SamplerCollector):
         gpus.add(("up",), 0 if st.stale or snap is None else sum(1 for g in snap.gpus if g.up))
         backend = cat.BACKEND_INFO.family()
         backend.add((st.backend, st.configured, st.profiling), 1)
-        stale = cat.SNAPSHOT_STALE.family()
-        stale.add((), 1 if st.stale else 0)
-        hung = cat.HUNG_CALLS.family()
-        hung.add((), len(st.hung))
-        calls = cat.NVML_CALLS.family()
-        calls.add((), st.total_calls)
-        cycles = cat.SAMPLER_CYCLES.family()
-        cycles.add((), st.cycles)
-        families = [gpus, backend, stale, hung, calls, cycles]
+        families = [
+            gpus,
+            backend,
+            cat.SNAPSHOT_STALE.single(1 if st.stale else 0),
+            cat.HUNG_CALLS.single(len(st.hung)),
+            cat.NVML_CALLS.single(st.total_calls),
+            cat.SAMPLER_CYCLES.single(st.cycles),
+        ]
         if snap is not None and st.age is not None:
-            age = cat.SNAPSHOT_AGE.family()
-            age.add((), round(st.age, 3))
-            duration = cat.SAMPLE_DURATION.family()
-            duration.add((), round(snap.duration, 6))
-            nvml = cat.NVML_SECONDS.family()
-            nvml.add((), round(snap.nvml_seconds, 6))
-            families += [age, duration, nvml]
+            families += [
+                cat.SNAPSHOT_AGE.single(round(st.age, 3)),
+                cat.SAMPLE_DURATION.single(round(snap.duration, 6)),
+                cat.NVML_SECONDS.single(round(snap.nvml_seconds, 6)),
+            ]
         return families

@@ -48,17 +48,13 @@ class ConntrackCollector(Collector):
         max_text = self.host.read_optional(max_path)
         if count_text is None or max_text is None:
             return []  # nf_conntrack not loaded
-        entries = cat.NODE_NF_CONNTRACK_ENTRIES.family()
-        entries.add_unlabelled(read_uint(count_text, str(count_path)))
-        limit = cat.NODE_NF_CONNTRACK_ENTRIES_LIMIT.family()
-        limit.add_unlabelled(read_uint(max_text, str(max_path)))
-        families = [entries, limit]
+        families = [
+            cat.NODE_NF_CONNTRACK_ENTRIES.single(read_uint(count_text, str(count_path))),
+            cat.NODE_NF_CONNTRACK_ENTRIES_LIMIT.single(read_uint(max_text, str(max_path))),
+        ]
         stat_path = self.host.proc("net", "stat", "nf_conntrack")
         stat_text = self.host.read_optional(stat_path)
         if stat_text is not None:
             totals = parse_conntrack_stat(stat_text, str(stat_path))
-            for key, spec in cat.NODE_NF_CONNTRACK_STATS:
-                fam = spec.family()
-                fam.add_unlabelled(totals[key])
-                families.append(fam)
+            families += [spec.single(totals[key]) for key, spec in cat.NODE_NF_CONNTRACK_STATS]
         return families

@@ -26,8 +26,4 @@ class EntropyCollector(Collector):
         pool_path = self.host.proc("sys", "kernel", "random", "poolsize")
         avail, pool = parse_entropy(self.host.read_text(avail_path), self.host.read_text(pool_path),
                                     str(avail_path), str(pool_path))
-        fam_a = cat.NODE_ENTROPY_AVAILABLE_BITS.family()
-        fam_a.add_unlabelled(avail)
-        fam_p = cat.NODE_ENTROPY_POOL_SIZE_BITS.family()
-        fam_p.add_unlabelled(pool)
-        return [fam_a, fam_p]
+        return [cat.NODE_ENTROPY_AVAILABLE_BITS.single(avail), cat.NODE_ENTROPY_POOL_SIZE_BITS.single(pool)]

@@ -28,8 +28,4 @@ class FilefdCollector(Collector):
     def collect(self) -> list[MetricFamily]:
         path = self.host.proc("sys", "fs", "file-nr")
         allocated, maximum = parse_file_nr(self.host.read_text(path), str(path))
-        fam_a = cat.NODE_FILEFD_ALLOCATED.family()
-        fam_a.add_unlabelled(allocated)
-        fam_m = cat.NODE_FILEFD_MAXIMUM.family()
-        fam_m.add_unlabelled(maximum)
-        return [fam_a, fam_m]
+        return [cat.NODE_FILEFD_ALLOCATED.single(allocated), cat.NODE_FILEFD_MAXIMUM.single(maximum)]

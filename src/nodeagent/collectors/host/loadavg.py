@@ -23,9 +23,4 @@ class LoadavgCollector(Collector):
 
     def collect(self) -> list[MetricFamily]:
         one, five, fifteen = parse_loadavg(self.host.read_proc("loadavg"))
-        families = []
-        for spec, value in ((cat.NODE_LOAD1, one), (cat.NODE_LOAD5, five), (cat.NODE_LOAD15, fifteen)):
-            fam = spec.family()
-            fam.add_unlabelled(value)
-            families.append(fam)
-        return families
+        return [cat.NODE_LOAD1.single(one), cat.NODE_LOAD5.single(five), cat.NODE_LOAD15.single(fifteen)]

@@ -62,7 +62,5 @@ class MeminfoCollector(Collector):
                 # a repeated or unnameable field would break the whole scrape
                 continue
             seen.add(name)
-            fam = (cat.MEMORY_BYTES if in_bytes else cat.MEMORY).family(field=key)
-            fam.add_unlabelled(value)
-            families.append(fam)
+            families.append((cat.MEMORY_BYTES if in_bytes else cat.MEMORY).single(value, field=key))
         return families

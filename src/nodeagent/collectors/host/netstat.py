@@ -116,8 +116,6 @@ class NetstatCollector(Collector):
                     value = float(raw)
                 except ValueError:
                     raise ValueError(f"netstat: invalid value {raw!r} for {key}") from None
-                fam = families.get(key)
-                if fam is None:
-                    fam = families[key] = cat.NETSTAT.family(field=key, stat=proto + name)
-                    fam.add_unlabelled(value)
+                if key not in families:
+                    families[key] = cat.NETSTAT.single(value, field=key, stat=proto + name)
         return list(families.values())

@@ -57,8 +57,6 @@ class PressureCollector(Collector):
                 if e.errno in (errno.ENOENT, errno.EOPNOTSUPP, errno.ENOTDIR):
                     continue
                 raise
-            for kind, seconds in parse_pressure(text, str(path)).items():
-                fam = _SPECS[(resource, kind)].family()
-                fam.add_unlabelled(seconds)
-                families.append(fam)
+            families += [_SPECS[(resource, kind)].single(seconds)
+                         for kind, seconds in parse_pressure(text, str(path)).items()]
         return families

@@ -77,14 +77,11 @@ class SockstatCollector(Collector):
                 continue
             used, protocols = parse_sockstat(text, str(path))
             if used is not None and not ipv6:
-                fam = cat.SOCKSTAT_SOCKETS_USED.family()
-                fam.add_unlabelled(float(used))
+                fam = cat.SOCKSTAT_SOCKETS_USED.single(float(used))
                 families[fam.name] = fam
             for suffix, proto, state, value in sockstat_samples(protocols, self.page_size):
                 if METRIC_NAME.fullmatch(suffix) is None:
                     continue
-                fam = cat.SOCKSTAT.family(field=suffix, protocol=proto, state=state)
-                if fam.name not in families:
-                    fam.add_unlabelled(float(value))
-                    families[fam.name] = fam
+                fam = cat.SOCKSTAT.single(float(value), field=suffix, protocol=proto, state=state)
+                families.setdefault(fam.name, fam)  # the first of a repeated name wins
         return list(families.values())

@@ -60,7 +60,5 @@ class StatCollector(Collector):
         for key, spec in KEYS.items():
             value = values.get(key)
             if value is not None:
-                fam = spec.family()
-                fam.add_unlabelled(value)
-                families.append(fam)
+                families.append(spec.single(value))
         return families

@@ -29,8 +29,7 @@ class TimeCollector(Collector):
 
     def collect(self) -> list[MetricFamily]:
         now = self.host.time()
-        seconds = cat.NODE_TIME_SECONDS.family()
-        seconds.add_unlabelled(now)
+        seconds = cat.NODE_TIME_SECONDS.single(now)
         zone_name, offset = zone_offset(now)
         zone = cat.NODE_TIME_ZONE_OFFSET_SECONDS.family()
         zone.add((zone_name,), offset)

@@ -631,9 +631,7 @@ class TextfileCollector(Collector):
         mtime_fam = cat.NODE_TEXTFILE_MTIME_SECONDS.family()
         for path in sorted(mtimes):
             mtime_fam.add((path,), mtimes[path])
-        error_fam = cat.NODE_TEXTFILE_SCRAPE_ERROR.family()
-        error_fam.add_unlabelled(1.0 if problems else 0.0)
-        result.extend((mtime_fam, error_fam))
+        result.extend((mtime_fam, cat.NODE_TEXTFILE_SCRAPE_ERROR.single(1.0 if problems else 0.0)))
         return result
 
     def _merge(self, accepted: list[tuple[str, _FileState]], problems: Problems) -> list[MetricFamily]:

@@ -62,9 +62,4 @@ class TimexCollector(Collector):
                     "allow adjtimex and clock_adjtime (SystemCallFilter=adjtimex clock_adjtime)"
                 ) from e
             raise
-        families = []
-        for spec, value in timex_values(tx):
-            fam = spec.family()
-            fam.add_unlabelled(value)
-            families.append(fam)
-        return families
+        return [spec.single(value) for spec, value in timex_values(tx)]

@@ -67,7 +67,5 @@ class VmstatCollector(Collector):
                 value = float(raw)
             except ValueError:
                 raise ValueError(f"{path}: invalid value {raw!r} for {name}") from None
-            fam = cat.VMSTAT.family(field=name)
-            fam.add_unlabelled(value)
-            families.append(fam)
+            families.append(cat.VMSTAT.single(value, field=name))
         return families
