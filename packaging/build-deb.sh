@@ -12,7 +12,8 @@
 #   2. stage a source tree in out/deb-build/: the project, packaging/debian/
 #      as debian/, the wheelhouse;
 #   3. dpkg-buildpackage -b (debhelper; debian/rules installs from the
-#      wheelhouse, offline);
+#      wheelhouse, offline, and trims botocore's data to the services in
+#      packaging/aws-services.txt);
 #   4. lintian --fail-on error.
 #
 # Environment: NODEAGENT_DEB_OUT (output directory), NODEAGENT_SKIP_LINTIAN=1.
@@ -67,6 +68,7 @@ tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
     | tar -C "$src" -xf -
 cp -a "$repo/packaging/debian" "$src/debian"
 cp "$repo/packaging/requirements.lock" "$src/requirements.lock"
+cp "$repo/packaging/aws-services.txt" "$repo/packaging/trim-botocore.py" "$src/"
 mkdir "$src/wheelhouse"
 cp "$wheelhouse"/*.whl "$src/wheelhouse/"
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Install the built .deb into a clean chroot of a Debian release whose python3
 # is another minor version than the build machine's, with no network, then run
-# `nodeagent --version` and `nodeagent check`, purge, and check that the purge
-# left nothing behind.
+# `nodeagent --version`, `nodeagent check` and a client for each AWS service in
+# packaging/aws-services.txt, purge, and check that the purge left nothing
+# behind.
 #
 #     packaging/chroot-test.sh [DEB]      (default: out/deb/nodeagent_*.deb)
 #
@@ -67,6 +68,13 @@ want=$(dpkg-deb -f "$deb" Version)
 [ "$version" = "nodeagent $want" ] || fail "nodeagent --version printed '$version', expected 'nodeagent $want'"
 phase "nodeagent --version: $version"
 in_root test -x /usr/sbin/nodeagent-slurm-health || fail "/usr/sbin/nodeagent-slurm-health is missing"
+# botocore's data is trimmed to packaging/aws-services.txt: a client for each
+# service there still loads from the installed package, and no other does
+mapfile -t services < <(awk '!/^[[:space:]]*(#|$)/ {print $2}' "$repo/packaging/aws-services.txt")
+cp "$repo/packaging/check-aws-clients.py" "$root/tmp/"
+in_root python3 -IB /tmp/check-aws-clients.py "${services[@]}" > "$work/aws-clients.txt" 2>&1 \
+    || { cat "$work/aws-clients.txt" >&2; fail "AWS clients from the installed package"; }
+phase "$(cat "$work/aws-clients.txt")"
 for role in $roles; do
     rc=0
     in_root nodeagent check --role "$role" > "$work/check-$role.txt" 2>&1 || rc=$?

@@ -1,12 +1,13 @@
 """The .deb: built with the one documented command (packaging/build-deb.sh,
 which fails on lintian errors), then installed into clean chroots of
 distributions whose python3 differs from this machine's, with no network:
-`nodeagent --version` and `nodeagent check` run there, and the purge leaves
-the file system as it found it (packaging/chroot-test.sh). Upgrades with no
+`nodeagent --version`, `nodeagent check` and a client for each AWS service
+the code uses (from the trimmed botocore) run there, and the purge leaves the
+file system as it found it (packaging/chroot-test.sh). Upgrades with no
 terminal, from 0.1.0 (built from the git history) and to a build with a
 changed default, keep the operator's config (packaging/upgrade-test.sh).
 
-Slow (about 45 s to build, 10 s per chroot once cached, 25 s more to build
+Slow (about 20 s to build, 7 s per chroot once cached, 25 s more to build
 0.1.0 once, 40-60 s for the upgrades) and needs root, dpkg-buildpackage,
 lintian and debootstrap; the first run downloads wheels from PyPI and the
 chroots from Debian's and Ubuntu's archives."""
@@ -110,6 +111,23 @@ def test_contents(deb: Path) -> None:
     assert {p for p in paths if p.endswith(".so")} == {"/usr/lib/nodeagent/bcrypt/_bcrypt.abi3.so"}
 
 
+def aws_services() -> list[str]:
+    """packaging/aws-services.txt's services, in order."""
+    lines = (PACKAGING / "aws-services.txt").read_text().splitlines()
+    return [f[1] for f in (line.split("#", 1)[0].split() for line in lines) if f]
+
+
+def test_botocore_data_is_trimmed_to_the_listed_services(deb: Path) -> None:
+    paths = deb_paths(deb)
+    data = "/usr/lib/nodeagent/botocore/data/"
+    top = {p[len(data):].strip("/").split("/")[0] for p in paths if p.startswith(data) and p != data}
+    shared = {"_retry.json", "endpoints.json", "partitions.json", "sdk-default-configuration.json"}
+    assert top == shared | set(aws_services())
+    # every API version of a kept service, with its rule set (CloudWatch Logs has one version today)
+    assert any(p.startswith(data + "logs/") and p.endswith("/service-2.json.gz") for p in paths)
+    assert any(p.startswith(data + "cloudwatch/") and p.endswith("/endpoint-rule-set-1.json.gz") for p in paths)
+
+
 @pytest.mark.parametrize("suite", ["trixie", "jammy"])
 def test_installs_runs_and_purges_in_a_chroot(deb: Path, suite: str) -> None:
     """trixie has python 3.13, Ubuntu 22.04 (jammy) 3.10; this machine 3.11."""
@@ -117,6 +135,8 @@ def test_installs_runs_and_purges_in_a_chroot(deb: Path, suite: str) -> None:
                        timeout=900, env={**CLEAN_ENV, "NODEAGENT_CHROOT_SUITE": suite})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"nodeagent --version: nodeagent {VERSION}" in r.stdout
+    # a client for every service the code and botocore's credential chain use, from the installed package
+    assert f"AWS clients load: {' '.join(aws_services())}" in r.stdout
     assert "PASS" in r.stdout
 
 
