@@ -64,6 +64,6 @@ if [ "$mode" = run ]; then
 fi
 
 export PATH="$here/.venv/bin:$PATH"
-.venv/bin/ruff check src/
+.venv/bin/ruff check src/ tests/ bench/
 .venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

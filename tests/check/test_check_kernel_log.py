@@ -12,8 +12,8 @@ import pytest
 from check_helpers import CHECK_FIXTURES, P5
 
 from nodeagent.checks.kernel_log import (
-    node_fatal_meaning,
     kmsg_first_seq,
+    node_fatal_meaning,
     parse_xids,
     read_kernel_log,
     summarize,

@@ -208,7 +208,8 @@ def test_bad_certificate_on_reload_keeps_serving(tmp_path, agent_process):
     agent = agent_process(["--role", "compute", "--config", str(cfg)])
     wait_http(f"http://127.0.0.1:{port}/healthz")
     web = tmp_path / "web.yml"
-    web.write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'missing.crt'}\n  key_file: {tmp_path / 'missing.key'}\n")
+    web.write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'missing.crt'}\n"
+                   f"  key_file: {tmp_path / 'missing.key'}\n")
     write_config(cfg, port, extra="")
     text = cfg.read_text().replace(f"host: {{listen: '127.0.0.1:{port}'}}",
                                    f"host: {{listen: '127.0.0.1:{port}', web_config: '{web}'}}")
