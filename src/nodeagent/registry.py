@@ -57,6 +57,8 @@ COLLECTOR_MODULES: tuple[str, ...] = (
     "nodeagent.collectors.slurm.squeue",
     "nodeagent.collectors.slurm.sdiag",
     "nodeagent.collectors.slurm.sshare",
+    "nodeagent.collectors.slurm.scontrol",
+    "nodeagent.collectors.slurm.health",
 )
 
 

@@ -1,7 +1,7 @@
 """A small process that publishes through build_sinks(), for the kill -9 tests.
 
 driver.py CONFIG --role head --start TS --count N [--pause S]
-    publishes slurm_nodes_idle = i at TS + 60 * i, i = 0..N-1, and prints
+    publishes slurm_cluster_nodes_idle = i at TS + 60 * i, i = 0..N-1, and prints
     "published i" once publish() returned (the datum is then durable)
 driver.py CONFIG --role head --replay SECONDS
     starts the sink (which reads the spool), flushes, prints "left N"
@@ -45,7 +45,7 @@ def main() -> int:
         sink.close()
         return 0
     for i in range(args.count):
-        fam = sl.NODES["idle"].family()
+        fam = sl.CLUSTER_NODES["idle"].family()
         fam.add((), float(i))
         sink.publish([fam], args.start + 60 * i)
         print(f"published {i}", flush=True)

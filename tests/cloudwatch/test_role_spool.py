@@ -155,7 +155,7 @@ cloudwatch:
 
 
 def _nodes_idle(value: float) -> list[Any]:
-    fam = sl.NODES["idle"].family()
+    fam = sl.CLUSTER_NODES["idle"].family()
     fam.add((), value)
     return [fam]
 

@@ -39,7 +39,7 @@ MakeSink = Callable[..., CloudWatchSink]
 def slurm_families(scale: int = 1) -> list[MetricFamily]:
     out = []
     for key, value in (("idle", 5), ("alloc", 3), ("down", 1), ("powered_down", 20), ("total", 29)):
-        f = sl.NODES[key].family()
+        f = sl.CLUSTER_NODES[key].family()
         f.add((), value * scale)
         out.append(f)
     for key, values in (("idle", {"gpu": 4, "cpu": 1}), ("total", {"gpu": 20, "cpu": 9})):
@@ -47,10 +47,17 @@ def slurm_families(scale: int = 1) -> list[MetricFamily]:
         for part, v in values.items():
             f.add((part,), v * scale)
         out.append(f)
-    for key, value in (("pending", 7), ("running", 2), ("total", 9)):
-        f = sl.QUEUE[key].family()
-        f.add((), value * scale)
-        out.append(f)
+    # SckyzO's labels (the default naming): CloudWatch sums them away
+    f = sl.QUEUE["pending"].family()
+    f.add(("root", "gpu", "Resources"), 5 * scale)
+    f.add(("bob", "cpu,gpu", "Priority"), 2 * scale)
+    out.append(f)
+    f = sl.QUEUE["running"].family()
+    f.add(("root", "gpu"), 2 * scale)
+    out.append(f)
+    f = sl.QUEUE["total"].family()
+    f.add((), 9 * scale)
+    out.append(f)
     f = sl.PARTITION_JOBS["pending"].family()
     f.add(("gpu",), 6 * scale)
     f.add(("cpu",), 1 * scale)

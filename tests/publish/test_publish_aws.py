@@ -178,6 +178,8 @@ def slurm_families() -> list:
             fam.add(("JobHeldUser",), 1)
         elif not spec.labels:
             fam.add((), 4)
+        else:  # e.g. SckyzO's slurm_queue_pending{user,partition,reason}: CloudWatch sums the labels away
+            fam.add(tuple(f"{label}-1" for label in spec.labels), 4)
         out.append(fam)
     return out
 

@@ -89,7 +89,9 @@ def test_grafana_queries_name_only_catalogue_metrics() -> None:
         for n in names:
             assert CATALOGUE.lookup(n) is not None, f"{where}: {n} is not in the catalogue ({expr})"
             seen.add(n)
-    assert {"DCGM_FI_DEV_GPU_UTIL", "node_cpu_seconds_total", "slurm_nodes_powered_down"} <= seen
+    expected = {"DCGM_FI_DEV_GPU_UTIL", "node_cpu_seconds_total", "slurm_cluster_nodes_powered_down",
+                "nodeagent_slurm_up"}
+    assert expected <= seen
     # the GPU dashboard filters by Slurm job with dcgm-exporter's label
     gpu = [e for w, e in queries if w.startswith("nodeagent-gpu-nodes.json")]
     assert any('hpc_job=~"$job"' in e for e in gpu)

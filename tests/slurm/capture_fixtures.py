@@ -23,7 +23,8 @@ sys.path.insert(0, str(HERE.parent.parent / "src"))
 import scenario  # noqa: E402
 from localslurm import LocalSlurm, ensure_user, slurm_available  # noqa: E402
 
-from nodeagent.collectors.slurm.sinfo import SINFO_ARGS  # noqa: E402
+from nodeagent.collectors.slurm.scontrol import LICENSES_ARGS, NODES_ARGS, RESERVATIONS_ARGS  # noqa: E402
+from nodeagent.collectors.slurm.sinfo import REASON_ARGS, SINFO_ARGS  # noqa: E402
 from nodeagent.collectors.slurm.squeue import PARTITIONS_ARGS, SqueueFormat  # noqa: E402
 from nodeagent.collectors.slurm.sshare import SSHARE_ARGS  # noqa: E402
 
@@ -61,6 +62,11 @@ def main() -> int:
         (out / "sinfo_partitions.txt").write_bytes(raw("sinfo", *PARTITIONS_ARGS))
         (out / "squeue_scenario.out").write_bytes(raw("squeue", *SqueueFormat(owners=False).args()))
         (out / "squeue_scenario_owners.out").write_bytes(raw("squeue", *SqueueFormat(owners=True).args()))
+        (out / "squeue_scenario_user.out").write_bytes(raw("squeue", *SqueueFormat(user=True).args()))
+        (out / "sinfo_reasons.txt").write_bytes(raw("sinfo", *REASON_ARGS))
+        (out / "scontrol_licenses.txt").write_bytes(raw("scontrol", *LICENSES_ARGS))
+        (out / "scontrol_reservations.txt").write_bytes(raw("scontrol", *RESERVATIONS_ARGS))
+        (out / "scontrol_nodes.txt").write_bytes(raw("scontrol", *NODES_ARGS))
         (out / "sdiag.txt").write_bytes(raw("sdiag"))
         (out / "sshare_no_accounting.txt").write_bytes(raw("sshare", *SSHARE_ARGS))
         # squeue --json of the same jobs, for the benchmark's comparison

@@ -23,6 +23,9 @@ slurmd); every node has 8 CPUs and 4 (fake) GPUs.
     cloud  node[9-10]  J13 -w node9: node9 powering up (mixed#), J13
                        CONFIGURING; node10 powered down (idle~)
     all    node[1-10]  overlaps every other partition: no job of its own
+
+Licenses fluent:10 (J12 holds 3) and matlab:2; reservation `maint_window`
+on node[6-8] (active, IGNORE_JOBS: it changes no node state).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from __future__ import annotations
 import time
 
 from localslurm import TEST_USER, LocalSlurm
+
+from nodeagent.catalogue.slurm import EXPORTER_JOB_STATES
+from nodeagent.collectors.slurm.labels import bounded
 
 PARTITIONS = (
     "gpu Nodes=node[1-3] Default=YES MaxTime=INFINITE State=UP",
@@ -53,15 +59,23 @@ HOSTILE = (
     ("jöb-名前", "ünïcödé", "grün-アカウント"),
     (LONG, LONG, "z" * 1024),
 )
-# what the account label of each becomes: at most 48 bytes, control
-# characters replaced
-HOSTILE_ACCOUNT_LABELS = ("acc|one", "acc?nl", '"q"{b}', "grün-アカウント", "z" * 48)
+# what the account label of each becomes: control characters replaced, and
+# at most 48 bytes: squeue gives the first 256 bytes of the 1 KB one, whose
+# label keeps 39 of them and a hash of all 256
+HOSTILE_ACCOUNT_LABELS = ("acc|one", "acc?nl", '"q"{b}', "grün-アカウント", bounded("z" * 256))
 
 
 def new_cluster(base: object, base_port: int = 16817) -> LocalSlurm:
     from pathlib import Path
 
-    return LocalSlurm(Path(str(base)), base_port=base_port, node_count=8, cloud_nodes=2, partitions=PARTITIONS)
+    return LocalSlurm(
+        Path(str(base)),
+        base_port=base_port,
+        node_count=8,
+        cloud_nodes=2,
+        partitions=PARTITIONS,
+        extra="Licenses=fluent:10,matlab:2\n",
+    )
 
 
 def _wait(cond: object, what: str, cluster: LocalSlurm, timeout: float = 30.0) -> None:
@@ -92,7 +106,7 @@ def build(cluster: LocalSlurm) -> dict[str, int]:
     ids: dict[str, int] = {}
     ids["J1"] = sb("-p", "gpu", "--gres=gpu:2", "-c", "2")
     ids["J2"] = sb("-p", "gpu", "--array=1-8", "--gres=gpu:1")
-    ids["J12"] = sb("-p", "maint", "-w", "node6", "-c", "1")
+    ids["J12"] = sb("-p", "maint", "-w", "node6", "-c", "1", "-L", "fluent:3")
     ids["J8"] = sb("-p", "cpu", "-c", "4", user=u)
     ids["J9"] = sb("-p", "cpu", "-c", "4", user=u)
     ids["J14"] = sb("-p", "debug", wrap="true")
@@ -128,6 +142,10 @@ def build(cluster: LocalSlurm) -> dict[str, int]:
     cluster.scontrol("update", "nodename=node6", "state=drain", "reason=scenario")
     cluster.scontrol("update", "nodename=node7", "state=drain", "reason=scenario")
     cluster.scontrol("update", "nodename=node8", "state=down", "reason=scenario")
+    cluster.scontrol(
+        "create", "reservation", "reservationname=maint_window", "starttime=now", "duration=infinite",
+        "nodes=node[6-8]", "users=root", "flags=ignore_jobs",
+    )  # fmt: skip
     expected_reasons = {
         "J3": "Resources",
         "J4": "JobHeldUser",
@@ -168,46 +186,40 @@ def build(cluster: LocalSlurm) -> dict[str, int]:
 
 # ---- expected numbers ------------------------------------------------------
 
+# cluster-wide node counts, each node once (slurm_cluster_nodes_<key>, and
+# vpenso's slurm_nodes_<key>)
 EXPECTED_NODES = {
-    "slurm_nodes_mix": 3,
-    "slurm_nodes_alloc": 1,
-    "slurm_nodes_idle": 1,
-    "slurm_nodes_drain": 2,
-    "slurm_nodes_draining": 1,
-    "slurm_nodes_down": 1,
-    "slurm_nodes_powering_up": 1,
-    "slurm_nodes_powered_down": 1,
-    "slurm_nodes_powering_down": 0,
-    "slurm_nodes_not_responding": 0,
-    "slurm_nodes_comp": 0,
-    "slurm_nodes_fail": 0,
-    "slurm_nodes_maint": 0,
-    "slurm_nodes_other": 0,
-    "slurm_nodes_total": 10,
-    "slurm_cpus_alloc": 20,
-    "slurm_cpus_idle": 22,
-    "slurm_cpus_other": 38,
-    "slurm_cpus_total": 80,
-    "slurm_gpus_alloc": 10,
-    "slurm_gpus_idle": 10,
-    "slurm_gpus_other": 20,
-    "slurm_gpus_total": 40,
-    "slurm_gpus_utilization": 0.25,
+    "mix": 3, "alloc": 1, "idle": 1, "drain": 2, "draining": 1, "down": 1, "powering_up": 1,
+    "powered_down": 1, "powering_down": 0, "not_responding": 0, "comp": 0, "fail": 0, "maint": 0,
+    "other": 0, "total": 10,
+}  # fmt: skip
+# CPUs and GPUs cluster-wide: as sinfo %C counts them (slurm.powered_down_idle:
+# idle, the default) the idle CPUs of node9 (mixed#, 7) and node10 (idle~, 8)
+# are idle, and so are the free GPUs of every node with no CPU counted other
+# (node3 2, node4 4, node5 4, node9 4, node10 4); usable: neither
+EXPECTED_CPUS = {
+    "slurm_cpus_alloc": 20, "slurm_cpus_total": 80, "slurm_gpus_alloc": 10, "slurm_gpus_total": 40,
+    "slurm_gpus_utilization": 0.25, "slurm_cpus_idle_usable": 22, "slurm_gpus_idle_usable": 10,
+}  # fmt: skip
+EXPECTED_IDLE = {
+    "idle": {"slurm_cpus_idle": 37, "slurm_cpus_other": 23, "slurm_gpus_idle": 18, "slurm_gpus_other": 12},
+    "other": {"slurm_cpus_idle": 22, "slurm_cpus_other": 38, "slurm_gpus_idle": 10, "slurm_gpus_other": 20},
 }
 
 # partition -> {family suffix: value}; families slurm_partition_nodes_<k>,
-# slurm_partition_{cpus,gpus}_<k>
+# slurm_partition_{cpus,gpus}_<k>; the idle/other split of cloud and all
+# depends on slurm.powered_down_idle (PARTITION_IDLE)
 _ALL: dict[str, float] = {
     "nodes_mix": 3, "nodes_alloc": 1, "nodes_idle": 1, "nodes_drain": 2, "nodes_draining": 1,
     "nodes_down": 1, "nodes_powering_up": 1, "nodes_powered_down": 1, "nodes_total": 10,
-    "cpus_allocated": 20, "cpus_idle": 22, "cpus_other": 38, "cpus_total": 80,
-    "gpus_allocated": 10, "gpus_idle": 10, "gpus_other": 20, "gpus_total": 40,
+    "cpus_allocated": 20, "cpus_idle_usable": 22, "cpus_total": 80,
+    "gpus_allocated": 10, "gpus_idle_usable": 10, "gpus_total": 40,
 }  # fmt: skip
 EXPECTED_PARTITIONS: dict[str, dict[str, float]] = {
     "gpu": {
         "nodes_mix": 3, "nodes_idle": 0, "nodes_total": 3,
-        "cpus_allocated": 10, "cpus_idle": 14, "cpus_other": 0, "cpus_total": 24,
-        "gpus_allocated": 10, "gpus_idle": 2, "gpus_other": 0, "gpus_total": 12,
+        "cpus_allocated": 10, "cpus_idle": 14, "cpus_idle_usable": 14, "cpus_other": 0, "cpus_total": 24,
+        "gpus_allocated": 10, "gpus_idle": 2, "gpus_idle_usable": 2, "gpus_other": 0, "gpus_total": 12,
     },
     "cpu": {
         "nodes_alloc": 1, "nodes_total": 1,
@@ -231,11 +243,34 @@ EXPECTED_PARTITIONS: dict[str, dict[str, float]] = {
     },
     "cloud": {
         "nodes_powering_up": 1, "nodes_powered_down": 1, "nodes_idle": 0, "nodes_down": 0, "nodes_total": 2,
-        "cpus_allocated": 1, "cpus_idle": 0, "cpus_other": 15, "cpus_total": 16,
-        "gpus_allocated": 0, "gpus_idle": 0, "gpus_other": 8, "gpus_total": 8,
+        "cpus_allocated": 1, "cpus_idle_usable": 0, "cpus_total": 16,
+        "gpus_allocated": 0, "gpus_idle_usable": 0, "gpus_total": 8,
     },
     "all": _ALL,
 }  # fmt: skip
+PARTITION_IDLE = {
+    "idle": {
+        "cloud": {"cpus_idle": 15, "cpus_other": 0, "gpus_idle": 8, "gpus_other": 0},
+        "all": {"cpus_idle": 37, "cpus_other": 23, "gpus_idle": 18, "gpus_other": 12},
+    },
+    "other": {
+        "cloud": {"cpus_idle": 0, "cpus_other": 15, "gpus_idle": 0, "gpus_other": 8},
+        "all": {"cpus_idle": 22, "cpus_other": 38, "gpus_idle": 10, "gpus_other": 20},
+    },
+}
+# SckyzO's slurm_nodes_<state>{partition, active_feature_set}: the nodes of
+# each partition in the exporters' states (power states are counted apart)
+EXPECTED_NODE_SETS = {
+    ("gpu", "null"): {"mix": 3},
+    ("cpu", "null"): {"alloc": 1},
+    ("we|rd", "null"): {"alloc": 1},
+    ("debug", "null"): {"idle": 1},
+    ("maint", "null"): {"drain": 2, "down": 1},
+    ("cloud", "null"): {},
+    ("all", "null"): {"mix": 3, "alloc": 1, "idle": 1, "drain": 2, "down": 1},
+}
+EXPECTED_LICENSES = {"fluent": (10, 3, 7, 0), "matlab": (2, 0, 2, 0)}  # total, used, free, reserved
+EXPECTED_RESERVATION_NODES = {"drain": 2, "down": 1, "alloc": 0, "idle": 0, "mix": 0, "healthy": 0}
 
 EXPECTED_QUEUE = {
     "slurm_queue_running": 12,
@@ -287,28 +322,55 @@ EXPECTED_ACCOUNTS = {
 # ---- checks shared by the live tests and the captured-output tests ------------
 
 Samples = dict[str, dict[tuple[str, ...], float]]
-NODE_STATE_FAMILIES = tuple(
-    f"slurm_nodes_{k}"
-    for k in ("alloc", "comp", "down", "drain", "err", "fail", "idle", "inval", "maint", "mix", "resv",
-              "planned", "other", "powered_down", "powering_up", "powering_down")
-)  # fmt: skip
+NODE_STATES = ("alloc", "comp", "down", "drain", "err", "fail", "idle", "inval", "maint", "mix", "resv",
+               "planned", "other", "powered_down", "powering_up", "powering_down")  # fmt: skip
+NODE_STATE_FAMILIES = tuple(f"slurm_cluster_nodes_{k}" for k in NODE_STATES)
 
 
-def check_nodes(s: Samples) -> None:
-    for name, expected in EXPECTED_NODES.items():
-        assert s[name][()] == expected, (name, s[name][()], expected)
+def check_nodes(s: Samples, naming: str = "sckyzo", powered_down_idle: str = "idle") -> None:
+    for key, expected in EXPECTED_NODES.items():
+        got = s[f"slurm_cluster_nodes_{key}"][()]
+        assert got == expected, (key, got, expected)
+        if naming == "vpenso" or key in ("draining", "not_responding", "total", "powered_down", "powering_up",
+                                         "powering_down"):  # fmt: skip
+            assert s[f"slurm_nodes_{key}"][()] == expected, key
+    for name, want in {**EXPECTED_CPUS, **EXPECTED_IDLE[powered_down_idle]}.items():
+        assert s[name][()] == want, (name, s[name][()], want)
     for part, values in EXPECTED_PARTITIONS.items():
-        for key, expected in values.items():
+        for key, want in {**values, **PARTITION_IDLE[powered_down_idle].get(part, {})}.items():
             got = s[f"slurm_partition_{key}"][(part,)]
-            assert got == expected, (part, key, got, expected)
+            assert got == want, (part, key, got, want)
     # every node is in exactly one state: the state families add up
-    assert sum(s[n][()] for n in NODE_STATE_FAMILIES) == s["slurm_nodes_total"][()]
+    assert sum(s[n][()] for n in NODE_STATE_FAMILIES) == s["slurm_cluster_nodes_total"][()]
+    if naming == "sckyzo":
+        for (part, features), counts in EXPECTED_NODE_SETS.items():
+            for state in NODE_STATES[:13]:
+                got = s[f"slurm_nodes_{state}"][(part, features)]
+                assert got == counts.get(state, 0), (part, features, state, got)
+        assert {k for k in s["slurm_nodes_idle"]} == set(EXPECTED_NODE_SETS)
     assert s["nodeagent_slurm_malformed_records"][("sinfo",)] == 0
 
 
-def check_queue(s: Samples) -> None:
+def check_queue(s: Samples, naming: str = "sckyzo") -> None:
     for name, expected in EXPECTED_QUEUE.items():
-        assert s[name][()] == expected, (name, s[name][()], expected)
+        # sckyzo: slurm_queue_<state> per user and partition; each job in one series
+        assert sum(s[name].values()) == expected, (name, s[name], expected)
+        if naming == "vpenso" or name.removeprefix("slurm_queue_") not in EXPORTER_JOB_STATES:
+            assert s[name][()] == expected, (name, s[name][()], expected)
+    if naming == "sckyzo":
+        for name, expected in EXPECTED_QUEUE.items():
+            state = name.removeprefix("slurm_queue_")
+            if f"slurm_jobs_{state}" in s:
+                assert s[f"slurm_jobs_{state}"][()] == expected, state
+        assert s["slurm_jobs_cores_running"][()] == EXPECTED_QUEUE["slurm_queue_cpus_running"]
+        assert s["slurm_jobs_cores_pending"][()] == EXPECTED_QUEUE["slurm_queue_cpus_pending"]
+        for user, values in EXPECTED_USERS.items():
+            running = sum(v for (u, _), v in s["slurm_queue_running"].items() if u == user)
+            pending = sum(v for (u, _, _), v in s["slurm_queue_pending"].items() if u == user)
+            assert (running, pending) == (values["jobs_running"], values["jobs_pending"]), user
+        # a job pending in two partitions is one series, under squeue's list
+        assert s["slurm_queue_pending"][(TEST_USER, "cpu,we|rd", "JobHeldUser")] == 1
+        assert s["slurm_cores_running"][("root", "gpu")] == 10
     assert s["slurm_queue_pending_reason"] == {(r,): n for r, n in EXPECTED_REASONS.items()}
     for part, states in EXPECTED_PARTITION_JOBS.items():
         for state, expected in states.items():

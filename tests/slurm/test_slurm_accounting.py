@@ -266,3 +266,36 @@ def test_sshare_captured_classic(path: Path) -> None:
 def test_captured_fixtures_exist() -> None:
     """The parser tests above must not pass by having nothing to read."""
     assert CAPTURED and CAPTURED_CLASSIC
+
+
+@pytest.mark.parametrize("naming", ["sckyzo", "vpenso"])
+def test_fairshare_names_as_the_exporters_declare(
+    accounting: tuple[AccountingSlurm, list[JobRecord]], naming: str
+) -> None:
+    """The fairshare families each exporter's source declares (sshare), served
+    with their exact name, type and labels on a cluster with slurmdbd: under
+    Fair Tree, and under the classic algorithm for slurm_account_fairshare
+    (Fair Tree gives accounts no FairShare factor; sshare prints none)."""
+    from test_slurm_naming import REFERENCE, SSHARE_SOURCES
+
+    from nodeagent.exposition import render
+
+    cluster, _ = accounting
+    families = []
+    for flags in ("", "NO_FAIR_TREE"):
+        cluster.set_priority_flags(flags)
+        c = make_collector(SshareCollector, slurm_conf=str(cluster.conf), per_user=True, naming=naming)
+        try:
+            families += c.collect()
+        finally:
+            c.close()
+            cluster.set_priority_flags("")
+    got = {f.name: (f.type, f.labelnames) for f in families if f.samples}
+    text = render(families).decode()
+    for name, want in REFERENCE[naming].items():
+        if want.source in SSHARE_SOURCES:
+            assert got.get(name) == (want.type, want.labels), name
+            assert f"# TYPE {name} {want.type}" in text
+    if naming == "vpenso":
+        assert not any(n.startswith("slurm_user_fairshare_") for n in got)
+

@@ -6,6 +6,7 @@ more than 1 KB; 100k jobs). No Slurm needed."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import tracemalloc
@@ -18,6 +19,7 @@ import scenario
 from slurm_helpers import samples
 
 from nodeagent.collectors.slurm.gres import gpu_count, split_top_level
+from nodeagent.collectors.slurm.labels import bounded
 from nodeagent.collectors.slurm.sdiag import parse_sdiag, sdiag_families
 from nodeagent.collectors.slurm.settings import SlurmSettings
 from nodeagent.collectors.slurm.sinfo import classify_state, parse_sinfo, sinfo_families
@@ -51,8 +53,12 @@ def chunks(data: bytes, size: int) -> list[bytes]:
 # ---- sinfo ---------------------------------------------------------------------
 
 
-def test_sinfo_scenario_counts(fx: Path) -> None:
-    scenario.check_nodes(samples(sinfo_families(parse_sinfo((fx / "sinfo_scenario.txt").read_text()))))
+@pytest.mark.parametrize("naming", ["sckyzo", "vpenso"])
+@pytest.mark.parametrize("idle", ["idle", "other"])
+def test_sinfo_scenario_counts(fx: Path, naming: str, idle: str) -> None:
+    settings = SlurmSettings(naming=naming, powered_down_idle=idle)  # type: ignore[arg-type]
+    parsed = parse_sinfo((fx / "sinfo_scenario.txt").read_text())
+    scenario.check_nodes(samples(sinfo_families(parsed, settings)), naming, idle)
 
 
 def test_sinfo_power_down_steps_never_idle(fx: Path) -> None:
@@ -65,12 +71,16 @@ def test_sinfo_power_down_steps_never_idle(fx: Path) -> None:
         "powered_down.txt",
     ]
     for path in steps:
-        s = samples(sinfo_families(parse_sinfo(path.read_text())))
-        assert s["slurm_nodes_idle"][()] == 0, path.name
+        text = path.read_text()
+        s = samples(sinfo_families(parse_sinfo(text)))
+        assert s["slurm_cluster_nodes_idle"][()] == 0, path.name
         assert s["slurm_partition_nodes_idle"][("debug",)] == 0
-        assert s["slurm_nodes_down"][()] == 1  # node8 only, never the powered-down node
-        assert s["slurm_cpus_idle"][()] == 14  # node5's 8 CPUs are no longer idle capacity
-        assert s["slurm_gpus_idle"][()] == 6
+        assert s["slurm_cluster_nodes_down"][()] == 1  # node8 only, never the powered-down node
+        assert s["slurm_cpus_idle_usable"][()] == 14  # node5's 8 CPUs are no longer idle capacity
+        assert s["slurm_gpus_idle_usable"][()] == 6
+        # slurm_cpus_idle follows sinfo %C: the I of CPUsState, each node once
+        by_node = {ln.split("|")[7]: ln.split("|")[1] for ln in text.splitlines()}
+        assert s["slurm_cpus_idle"][()] == sum(int(c.split("/")[1]) for c in by_node.values()) == 37
         powered_down = "powered_down" in path.name
         assert s["slurm_nodes_powering_down"][()] == (0 if powered_down else 1)
         assert s["slurm_nodes_powered_down"][()] == (2 if powered_down else 1)  # + node10
@@ -84,15 +94,16 @@ def test_sinfo_not_responding_steps(fx: Path) -> None:
         "idle_not_responding.txt",
         "down_not_responding.txt",
     ]
-    expect = [  # (idle, other, down, not_responding, cpus idle, cpus other)
-        (3, 0, 0, 0, 24, 0),
-        (2, 1, 0, 1, 16, 8),  # idle* is neither idle capacity nor (yet) down
-        (2, 0, 1, 1, 16, 8),
+    expect = [  # (idle, other, down, not_responding, usable CPUs idle, sinfo's CPUs idle, other)
+        (3, 0, 0, 0, 24, 24, 0),
+        (2, 1, 0, 1, 16, 24, 0),  # idle* is neither idle capacity nor (yet) down; sinfo counts it idle
+        (2, 0, 1, 1, 16, 16, 8),
     ]
     for path, want in zip(steps, expect, strict=True):
         s = samples(sinfo_families(parse_sinfo(path.read_text())))
-        names = ("slurm_nodes_idle", "slurm_nodes_other", "slurm_nodes_down", "slurm_nodes_not_responding",
-                 "slurm_cpus_idle", "slurm_cpus_other")  # fmt: skip
+        names = ("slurm_cluster_nodes_idle", "slurm_cluster_nodes_other", "slurm_cluster_nodes_down",
+                 "slurm_cluster_nodes_not_responding", "slurm_cpus_idle_usable", "slurm_cpus_idle",
+                 "slurm_cpus_other")  # fmt: skip
         got = tuple(s[n][()] for n in names)
         assert got == want, path.name
 
@@ -142,17 +153,19 @@ def test_classify_state(state: str, bucket: str, not_responding: bool, draining:
 
 def test_sinfo_not_responding_and_odd_lines() -> None:
     text = (
-        "idle*|0/8/0/8|gpu:4|gpu:0|n1|p\n"
-        "mixed*|2/6/0/8|gpu:a100:4(S:0-1)|gpu:a100:1(IDX:0)|n2|p\n"
-        "mixed|2/6/0/8|gpu:a100:2,gpu:v100:2|gpu:a100:1(IDX:0),gpu:v100:2(IDX:2-3)|n3|p|x\n"
+        "idle*|0/8/0/8|gpu:4|gpu:0|0|64000||n1|p\n"
+        "mixed*|2/6/0/8|gpu:a100:4(S:0-1)|gpu:a100:1(IDX:0)|0|64000||n2|p\n"
+        "mixed|2/6/0/8|gpu:a100:2,gpu:v100:2|gpu:a100:1(IDX:0),gpu:v100:2(IDX:2-3)|100|64000|b,a|n3|p|x\n"
         "this is not sinfo output\n"
-        "idle|a/b/c/d|gpu:4|gpu:0|n4|p\n"
+        "idle|a/b/c/d|gpu:4|gpu:0|0|64000||n4|p\n"
     )
-    s = samples(sinfo_families(parse_sinfo(text)))
-    assert s["slurm_nodes_not_responding"][()] == 2
-    assert s["slurm_nodes_idle"][()] == 0
-    assert s["slurm_nodes_other"][()] == 1
-    assert s["slurm_nodes_mix"][()] == 2
+    parsed = parse_sinfo(text)
+    s = samples(sinfo_families(parsed, SlurmSettings(powered_down_idle="other")))
+    assert s["slurm_cluster_nodes_not_responding"][()] == 2
+    assert s["slurm_cluster_nodes_idle"][()] == 0
+    assert s["slurm_cluster_nodes_other"][()] == 1
+    assert s["slurm_cluster_nodes_mix"][()] == 2
+    assert s["slurm_nodes_mix"] == {("p", "null"): 1, ("p|x", "a,b"): 1}
     # unresponsive nodes' idle CPUs/GPUs are not idle capacity
     assert s["slurm_cpus_idle"][()] == 6
     assert s["slurm_cpus_other"][()] == 8 + 6
@@ -204,9 +217,23 @@ def test_squeue_scenario_counts_any_chunking(fx: Path, chunk: int) -> None:
     data = (fx / "squeue_scenario.out").read_bytes()
     partitions = (fx / "sinfo_partitions.txt").read_text().split()
     res = parse_squeue_stream(chunks(data, chunk), SqueueFormat(), partitions=partitions)
-    s = samples(queue_families(res, SlurmSettings()))
-    scenario.check_queue(s)
+    s = samples(queue_families(res, SlurmSettings(naming="vpenso")))
+    scenario.check_queue(s, "vpenso")
     assert "slurm_user_jobs_running" not in s  # per-user series are opt-in
+
+
+@pytest.mark.parametrize("chunk", [3, 1 << 20])
+def test_squeue_scenario_sckyzo_labels(fx: Path, chunk: int) -> None:
+    """SckyzO's slurm_queue_* per user and partition (and reason), from the
+    output with the user field that naming asks squeue for."""
+    data = (fx / "squeue_scenario_user.out").read_bytes()
+    partitions = (fx / "sinfo_partitions.txt").read_text().split()
+    settings = SlurmSettings()
+    fmt = SqueueFormat.for_settings(settings)
+    assert fmt.user and not fmt.owners
+    s = samples(queue_families(parse_squeue_stream(chunks(data, chunk), fmt, partitions=partitions), settings))
+    scenario.check_queue(s, "sckyzo")
+    assert "slurm_user_jobs_running" not in s
 
 
 def test_squeue_owners_hostile_accounts(fx: Path) -> None:
@@ -217,7 +244,7 @@ def test_squeue_owners_hostile_accounts(fx: Path) -> None:
     assert b"line1" not in data and b"x|y" not in data and "ünïcödé".encode() not in data
     fmt = SqueueFormat(owners=True)
     res = parse_squeue_stream(chunks(data, 5), fmt)
-    s = samples(queue_families(res, SlurmSettings(per_user=True, per_account=True)))
+    s = samples(queue_families(res, SlurmSettings(per_user=True, per_account=True, naming="vpenso")))
     assert s["slurm_queue_pending"][()] == scenario.EXPECTED_QUEUE["slurm_queue_pending"]
     assert s["slurm_queue_running"][()] == scenario.EXPECTED_QUEUE["slurm_queue_running"]
     scenario.check_owners(s)
@@ -260,10 +287,11 @@ def test_squeue_hostile_10kb_values_cannot_shift_fields() -> None:
         assert res.cpus_pending == 5 and res.cpus_running == 5
         cut = evil.encode()[:USER_WIDTH].decode("utf-8", "replace")
         cut_user = "".join("?" if unicodedata.category(ch) == "Cc" else ch for ch in cut)
-        assert cut_user in res.users
-        assert res.users[cut_user]["jobs_pending"] == 1
-        assert res.users[cut_user]["jobs_running"] == 1  # the same 32 bytes: same label
-        assert res.users[cut_user]["gpus_running"] == 4  # gres:gpu:2 per node x 2 nodes
+        assert bounded(cut_user) in res.users
+        label = bounded(cut_user)
+        assert res.users[label]["jobs_pending"] == 1
+        assert res.users[label]["jobs_running"] == 1  # the same 64 bytes: same label
+        assert res.users[label]["gpus_running"] == 4  # gres:gpu:2 per node x 2 nodes
         assert res.users["bob"]["gpus_running"] == 3 + 4  # per job 3 + per task 1 x 4 tasks
         assert all(len(label.encode()) <= 3 * USER_WIDTH for label in res.users)
         assert all("\n" not in label for label in res.users)
@@ -434,3 +462,38 @@ def test_sshare_cap_keeps_the_heaviest_accounts_and_users() -> None:
     assert sorted(res.accounts) == ["acct500", "acct900"]
     assert sorted(res.users) == [("acct900", "user1"), ("acct900", "user2")]
     assert res.overflow == {"account": 2, "user": 1}
+
+
+# ---- bounded label values ----------------------------------------------------------
+
+
+def test_bounded_keeps_short_values_and_hashes_long_ones() -> None:
+    assert bounded("physics") == "physics"
+    assert bounded("x" * 48) == "x" * 48
+    a, b = "a" * 50 + "-alpha-1", "a" * 50 + "-beta-22"  # 58 bytes each, the first 50 shared
+    la, lb = bounded(a), bounded(b)
+    assert la != lb and len(la.encode()) == len(lb.encode()) == 48
+    assert la.startswith("a" * 39 + "~") and la == bounded(a)  # stable
+    assert la[-8:] == hashlib.sha256(a.encode()).hexdigest()[:8]
+
+
+def test_bounded_cuts_on_a_character_boundary() -> None:
+    for text in ("ä" * 30, "名" * 20, "a" + "名" * 20, "aa" + "🚀" * 15):
+        label = bounded(text)
+        assert "\ufffd" not in label
+        assert len(label.encode()) <= 48
+        head, _, digest = label.rpartition("~")
+        assert text.startswith(head) and len(digest) == 8
+        assert 39 - 3 <= len(head.encode()) <= 39  # at most one character short of the room
+
+
+def test_squeue_accounts_sharing_a_prefix_stay_apart() -> None:
+    """Two 60-byte accounts that share their first 52 bytes, and two 60-byte
+    multi-byte ones that differ in their last character: four series."""
+    accounts = ["proj-" + "x" * 47 + "-alpha-1", "proj-" + "x" * 47 + "-beta-22", "ü" * 30, "ü" * 29 + "ö"]
+    assert all(len(a.encode()) == 60 for a in accounts)
+    records = [_record("Priority", "PD", 1, "p", "u", a, owners=True) for a in accounts for _ in range(2)]
+    res = parse_squeue_stream([b"".join(records)], SqueueFormat(owners=True))
+    assert res.malformed == 0
+    assert sorted(res.accounts) == sorted(bounded(a) for a in accounts)
+    assert len(res.accounts) == 4 and all(c["jobs_pending"] == 2 for c in res.accounts.values())

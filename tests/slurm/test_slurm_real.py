@@ -31,10 +31,14 @@ import pytest
 import scenario
 import structlog
 from localslurm import LocalSlurm
-from slurm_helpers import make_collector, samples
+from slurm_helpers import make_collector, make_collectors, samples
 
 from nodeagent.catalogue import CATALOGUE
+from nodeagent.catalogue import slurm as cat
+from nodeagent.collectors.slurm.health import SlurmHealthCollector
+from nodeagent.collectors.slurm.labels import bounded
 from nodeagent.collectors.slurm.poller import SlurmUnavailable
+from nodeagent.collectors.slurm.scontrol import ScontrolCollector
 from nodeagent.collectors.slurm.sdiag import SdiagCollector
 from nodeagent.collectors.slurm.sinfo import SinfoCollector
 from nodeagent.collectors.slurm.squeue import SqueueCollector
@@ -48,14 +52,15 @@ def conf(cluster: LocalSlurm) -> dict[str, str]:
     return {"slurm_conf": str(cluster.conf)}
 
 
-def test_scenario_exact_counts(slurm_scenario: tuple[LocalSlurm, dict[str, int]]) -> None:
+@pytest.mark.parametrize("naming", ["sckyzo", "vpenso"])
+def test_scenario_exact_counts(slurm_scenario: tuple[LocalSlurm, dict[str, int]], naming: str) -> None:
     cluster, _ = slurm_scenario
-    sinfo = make_collector(SinfoCollector, **conf(cluster))
-    squeue = make_collector(SqueueCollector, **conf(cluster))
+    sinfo = make_collector(SinfoCollector, naming=naming, **conf(cluster))
+    squeue = make_collector(SqueueCollector, naming=naming, **conf(cluster))
     try:
-        scenario.check_nodes(samples(sinfo.collect()))
+        scenario.check_nodes(samples(sinfo.collect()), naming)
         s = samples(squeue.collect())
-        scenario.check_queue(s)
+        scenario.check_queue(s, naming)
         assert "slurm_user_jobs_pending" not in s and "slurm_account_jobs_pending" not in s
     finally:
         sinfo.close()
@@ -112,12 +117,15 @@ def test_sdiag_and_sshare_real(slurm_scenario: tuple[LocalSlurm, dict[str, int]]
         sshare.close()
 
 
-def test_every_family_is_in_the_catalogue(slurm_scenario: tuple[LocalSlurm, dict[str, int]]) -> None:
+@pytest.mark.parametrize("naming", ["sckyzo", "vpenso"])
+def test_every_family_is_in_the_catalogue(slurm_scenario: tuple[LocalSlurm, dict[str, int]], naming: str) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     cluster, _ = slurm_scenario
-    collectors = [make_collector(cls, per_user=True, per_account=True, **conf(cluster))
-                  for cls in (SinfoCollector, SqueueCollector, SdiagCollector, SshareCollector)]  # fmt: skip
+    classes = (SinfoCollector, SqueueCollector, SdiagCollector, SshareCollector, ScontrolCollector,
+               SlurmHealthCollector)  # fmt: skip
+    collectors = make_collectors(classes, per_user=True, per_account=True, naming=naming,
+                                 slurm_conf=str(cluster.conf))  # fmt: skip
     try:
         families = [f for c in collectors for f in c.collect()]
     finally:
@@ -126,7 +134,9 @@ def test_every_family_is_in_the_catalogue(slurm_scenario: tuple[LocalSlurm, dict
     for fam in families:
         spec = CATALOGUE.lookup(fam.name)
         assert spec is not None, fam.name
-        assert (spec.type, spec.labels, spec.group) == (fam.type, fam.labelnames, "slurm"), fam.name
+        labels = cat.VPENSO_LABELS.get(fam.name, spec.labels) if naming == "vpenso" else spec.labels
+        assert (spec.type, labels, spec.group) == (fam.type, fam.labelnames, "slurm"), fam.name
+        assert naming == "sckyzo" or fam.name not in cat.SCKYZO_ONLY, fam.name
     from nodeagent.model import merge_families
 
     text = render(merge_families(families)).decode()
@@ -142,34 +152,54 @@ def _sample(collector: SinfoCollector) -> dict[str, float]:
 def test_power_down_for_real(mini_cluster: LocalSlurm) -> None:
     """node3 powered down with scontrol: idle! -> idle% -> idle~ (its slurmd
     stopped by the suspend program). Sampled all along: never counted idle,
-    never down, and the states always add up to the 3 nodes."""
+    never down, and the states always add up to the 3 nodes. Its 8 idle CPUs
+    and 4 GPUs stay idle as sinfo %C counts them (slurm.powered_down_idle:
+    idle, the default), count as other with `other`, and never as usable."""
     cluster = mini_cluster
     c = make_collector(SinfoCollector, **conf(cluster))
+    other = make_collector(SinfoCollector, powered_down_idle="other", **conf(cluster))
     try:
-        assert _sample(c)["slurm_nodes_idle"] == 3
+        assert _sample(c)["slurm_cluster_nodes_idle"] == 3
         cluster.scontrol("update", "nodename=node3", "state=power_down")
         seen: list[tuple[float, float]] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            s = _sample(c)
+            s, o = _sample(c), _sample(other)
             assert sum(s[n] for n in scenario.NODE_STATE_FAMILIES) == 3
-            assert s["slurm_nodes_idle"] == 2 and s["slurm_nodes_down"] == 0
-            assert s["slurm_cpus_idle"] == 16 and s["slurm_gpus_idle"] == 8
-            step = (s["slurm_nodes_powering_down"], s["slurm_nodes_powered_down"])
+            assert s["slurm_cluster_nodes_idle"] == 2 and s["slurm_cluster_nodes_down"] == 0
+            assert s["slurm_cpus_idle_usable"] == 16 and s["slurm_gpus_idle_usable"] == 8
+            step = (s["slurm_cluster_nodes_powering_down"], s["slurm_cluster_nodes_powered_down"])
             assert step in ((1, 0), (0, 1))
+            sinfo_idle = sum(int(cpus.split("/")[1]) for cpus in _sinfo_cpus(cluster).values())
+            if (o["slurm_cluster_nodes_powering_down"], o["slurm_cluster_nodes_powered_down"]) == step:
+                # both sampled in the same step: the two settings differ by node3 alone
+                assert (s["slurm_cpus_idle"], s["slurm_cpus_other"]) == (24, 0)
+                assert (o["slurm_cpus_idle"], o["slurm_cpus_other"]) == (16, 8)
+                assert (s["slurm_gpus_idle"], o["slurm_gpus_idle"], o["slurm_gpus_other"]) == (12, 8, 4)
+            assert sinfo_idle == 24  # what sinfo %C says, all along
             if not seen or seen[-1] != step:
                 seen.append(step)
             if step == (0, 1):
                 break
             time.sleep(0.05)
         assert seen == [(1, 0), (0, 1)], seen
+        # CloudWatch's CpusIdle / GpusIdle come from the usable counts
+        assert cat.CPUS_IDLE_USABLE.cloudwatch and cat.CPUS_IDLE_USABLE.cloudwatch.name == "CpusIdle"
+        assert cat.GPUS_IDLE_USABLE.cloudwatch and cat.GPUS_IDLE_USABLE.cloudwatch.name == "GpusIdle"
+        assert cat.CPUS_IDLE.cloudwatch is None and cat.GPUS_IDLE.cloudwatch is None
     finally:
         c.close()
+        other.close()
+
+
+def _sinfo_cpus(cluster: LocalSlurm) -> dict[str, str]:
+    out = cluster.run("sinfo", "-h", "-N", "-o", "%N %C").stdout
+    return dict(line.split() for line in out.splitlines())
 
 
 def test_slurmctld_killed_mid_run(mini_cluster: LocalSlurm) -> None:
     cluster = mini_cluster
-    collectors = [make_collector(cls, command_timeout=1.5, **conf(cluster))
+    collectors = [make_collector(cls, command_timeout=1.5, serve_stale=0, **conf(cluster))
                   for cls in (SinfoCollector, SqueueCollector, SdiagCollector)]  # fmt: skip
 
     def run_all() -> None:  # one collection of each, side by side as in the agent
@@ -254,17 +284,25 @@ def test_agent_keeps_serving_when_slurmctld_dies(mini_cluster: LocalSlurm, tmp_p
     try:
         values = wait_for('nodeagent_collector_success{collector="sinfo"}', 1.0)
         values = wait_for("slurm_nodes_total", 3.0)
-        assert values["slurm_nodes_idle"] == 3
+        assert values["slurm_cluster_nodes_idle"] == 3
+        assert values['nodeagent_slurm_up{command="sinfo"}'] == 1
         cluster.kill("slurmctld")
-        for name in ("sinfo", "squeue", "sdiag", "sshare"):
+        for name in COMMANDS:
             wait_for(f'nodeagent_collector_success{{collector="{name}"}}', 0.0)
-        assert "slurm_nodes_total" not in _scrape(url)[0]  # no stale numbers served as current
+        values = _scrape(url)[0]
+        assert "slurm_nodes_total" not in values  # stale numbers withdrawn after serve_stale (1 s here)
+        for name in COMMANDS:  # Slurm's health stays served, and says so
+            assert values[f'nodeagent_slurm_up{{command="{name}"}}'] == 0
+            assert values[f'nodeagent_slurm_poll_failures_total{{command="{name}"}}'] >= 1
+            assert values[f'nodeagent_slurm_data_age_seconds{{command="{name}"}}'] > 1.0
         host, _ = _scrape("http://127.0.0.1:16898/metrics")
         assert host['node_scrape_collector_success{collector="loadavg"}'] == 1.0
         cluster.start_slurmctld()
-        for name in ("sinfo", "squeue", "sdiag", "sshare"):
+        for name in COMMANDS:
             wait_for(f'nodeagent_collector_success{{collector="{name}"}}', 1.0)
-        assert _scrape(url)[0]["slurm_nodes_total"] == 3
+        values = _scrape(url)[0]
+        assert values["slurm_nodes_total"] == 3
+        assert values['nodeagent_slurm_up{command="sinfo"}'] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -274,4 +312,66 @@ def test_agent_keeps_serving_when_slurmctld_dies(mini_cluster: LocalSlurm, tmp_p
             out, _ = proc.communicate()
     assert proc.returncode == 0, out[-2000:]
     # the failure is logged once per collector, not once per interval
-    assert out.count("slurm_collection_failed") == 4, out[-3000:]
+    assert out.count("slurm_collection_failed") == len(COMMANDS), out[-3000:]
+
+
+COMMANDS = ("sinfo", "squeue", "sdiag", "sshare", "scontrol")
+
+
+def test_last_good_values_served_then_withdrawn(mini_cluster: LocalSlurm) -> None:
+    """slurmctld killed: the last good values are served for serve_stale
+    seconds after the first failed poll, then withdrawn; the health
+    collector says up 0, counts the failed polls and the data's age."""
+    cluster = mini_cluster
+    sinfo, health = make_collectors((SinfoCollector, SlurmHealthCollector), command_timeout=1.5,
+                                    serve_stale=2.0, slurm_conf=str(cluster.conf))  # fmt: skip
+    try:
+        sinfo.run_once()
+        before = samples(sinfo.collect())
+        h = samples(health.collect())
+        assert h["nodeagent_slurm_up"] == {("sinfo",): 1} and h["nodeagent_slurm_poll_failures_total"][("sinfo",)] == 0
+        assert h["slurm_exporter_collector_success"] == {("sinfo",): 1}
+        cluster.kill("slurmctld")
+        sinfo.run_once()
+        failed_at = time.monotonic()
+        assert samples(sinfo.collect()) == before  # served as they were
+        h = samples(health.collect())
+        assert h["nodeagent_slurm_up"] == {("sinfo",): 0}
+        assert h["nodeagent_slurm_poll_failures_total"] == {("sinfo",): 1}
+        assert h["slurm_exporter_command_errors_total"] == {("sinfo",): 1}
+        sinfo.run_once()
+        assert samples(health.collect())["nodeagent_slurm_poll_failures_total"] == {("sinfo",): 2}
+        time.sleep(max(2.1 - (time.monotonic() - failed_at), 0))
+        with pytest.raises(SlurmUnavailable):
+            sinfo.collect()
+        h = samples(health.collect())
+        assert h["nodeagent_slurm_up"] == {("sinfo",): 0}
+        assert h["nodeagent_slurm_data_age_seconds"][("sinfo",)] > 2.0
+        cluster.start_slurmctld()
+        sinfo.run_once()
+        assert samples(sinfo.collect())["slurm_nodes_total"] == {(): 3}
+        assert samples(health.collect())["nodeagent_slurm_up"] == {("sinfo",): 1}
+    finally:
+        sinfo.close()
+        health.close()
+
+
+def test_long_accounts_never_merge_for_real(mini_cluster: LocalSlurm) -> None:
+    """Held jobs under two 60-byte accounts sharing their first 52 bytes and
+    two 60-byte multi-byte accounts (no accounting here: sbatch takes any
+    account): each its own series, a label of at most 48 bytes cut on a
+    character boundary with a hash of the whole account."""
+    cluster = mini_cluster
+    accounts = ["proj-" + "x" * 47 + "-alpha-1", "proj-" + "x" * 47 + "-beta-22", "ü" * 30, "ü" * 29 + "ö"]
+    for account in accounts:
+        cluster.sbatch("--hold", f"--account={account}")
+        cluster.sbatch("--hold", f"--account={account}")
+    c = make_collector(SqueueCollector, per_account=True, **conf(cluster))
+    try:
+        s = samples(c.collect())
+    finally:
+        c.close()
+    pending = s["slurm_account_jobs_pending"]
+    assert pending == {(bounded(a),): 2 for a in accounts}
+    for (label,) in pending:
+        assert len(label.encode()) <= 48 and "\ufffd" not in label and "~" in label

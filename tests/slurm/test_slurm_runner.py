@@ -19,7 +19,7 @@ from nodeagent.collectors.slurm.poller import SlurmUnavailable
 from nodeagent.collectors.slurm.runner import SlurmRunner, command_env
 from nodeagent.collectors.slurm.sdiag import SdiagCollector
 from nodeagent.collectors.slurm.settings import SlurmSettings
-from nodeagent.collectors.slurm.sinfo import SinfoCollector
+from nodeagent.collectors.slurm.sinfo import SINFO_FORMAT, SinfoCollector
 from nodeagent.collectors.slurm.squeue import SqueueCollector
 from nodeagent.collectors.slurm.sshare import SshareCollector
 from nodeagent.config import parse_config
@@ -29,8 +29,9 @@ from nodeagent.supervise import Supervisor
 
 FakeBin = Callable[[str, str], Path]
 
-# one running job of 2 CPUs in partition gpu, as squeue -O prints it
-SQUEUE_OK = 'printf "%-40sR|2|gpu\\n" None\n'
+# one running job of 2 CPUs in partition gpu, as squeue -O prints it (with
+# the user field slurm.naming: sckyzo asks for)
+SQUEUE_OK = 'printf "%-40s%-64sR|2|gpu\\n" None root\n'
 SINFO_PARTITIONS = "echo gpu\n"
 
 
@@ -67,7 +68,7 @@ def test_command_sees_slurm_conf(fake_bin: FakeBin, tmp_path: Path, monkeypatch:
     c.run_once()
     text = out.read_text()
     assert "conf=/x/slurm.conf fmt=unset" in text
-    assert "args=-h -a -N -O StateLong:|,CPUsState:|,Gres:|,GresUsed:|,NodeList:|,PartitionName:0" in text
+    assert f"args=-h -a -N -O {SINFO_FORMAT}" in text
     assert "--json" not in text
     c.close()
 
@@ -83,11 +84,11 @@ def test_squeue_argv_fixed_format_never_json(fake_bin: FakeBin, tmp_path: Path) 
             with pytest.raises(SlurmUnavailable, match="incomplete record"):
                 c.collect()
         else:
-            assert samples(c.collect())["slurm_queue_running"][()] == 1
+            assert samples(c.collect())["slurm_queue_running"] == {("root", "gpu"): 1}
         c.close()
     lines = out.read_text().splitlines()
-    assert lines[0] == "-h -a -r -t all -O Reason:40,StateCompact:|,NumCPUs:|,Partition:0"
-    assert lines[1].startswith("-h -a -r -t all -O Reason:40,UserName:32,Account:48,StateCompact:|")
+    assert lines[0] == "-h -a -r -t all -O Reason:40,UserName:64,StateCompact:|,NumCPUs:|,Partition:0"
+    assert lines[1].startswith("-h -a -r -t all -O Reason:40,UserName:64,Account:256,StateCompact:|")
     assert all("json" not in line for line in lines)
 
 
@@ -168,7 +169,7 @@ def test_logged_on_change_of_state_only(fake_bin: FakeBin, tmp_path: Path) -> No
         c.run_once()
     assert [e["event"] for e in logs] == ["slurm_collection_failed", "slurm_collection_recovered"]
     assert logs[0]["collector"] == "squeue" and "down" in logs[0]["error"]
-    assert samples(c.collect())["slurm_queue_running"][()] == 1
+    assert samples(c.collect())["slurm_jobs_running"][()] == 1
     c.close()
 
 
@@ -179,7 +180,7 @@ def test_one_collection_per_interval_whatever_the_scrapes(fake_bin: FakeBin, tmp
     c = make_collector(SqueueCollector, bin_dir=str(bin_dir), interval=3600.0)
     for _ in range(100):
         s = samples(c.collect())
-        assert s["slurm_queue_running"][()] == 1
+        assert s["slurm_jobs_running"][()] == 1
     assert len(calls.read_text().splitlines()) == 1
     c.close()
     calls.unlink()
@@ -196,12 +197,12 @@ def test_scrape_stays_fast_while_a_command_hangs(fake_bin: FakeBin, tmp_path: Pa
     fake_bin("sinfo", SINFO_PARTITIONS)
     bin_dir = fake_bin("squeue", f"if [ -e {flag} ]; then exec sleep 600; fi\n" + SQUEUE_OK)
     c = make_collector(SqueueCollector, bin_dir=str(bin_dir), interval=0.1, command_timeout=1.5)
-    assert samples(c.collect())["slurm_queue_running"][()] == 1
+    assert samples(c.collect())["slurm_jobs_running"][()] == 1
     flag.touch()
     time.sleep(0.3)  # a poll is now stuck in squeue
     for _ in range(5):  # the last good snapshot, at once
         started = time.monotonic()
-        assert samples(c.collect())["slurm_queue_running"][()] == 1
+        assert samples(c.collect())["slurm_jobs_running"][()] == 1
         assert time.monotonic() - started < 0.05
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:  # after the timeout: failure, at once too
@@ -221,7 +222,7 @@ def test_scrape_stays_fast_while_a_command_hangs(fake_bin: FakeBin, tmp_path: Pa
 
 
 def test_supervisor_success_zero_for_the_failing_collector_only(fake_bin: FakeBin) -> None:
-    fake_bin("sinfo", "echo 'idle|0/8/0/8|gpu:4|gpu:0|node1|gpu'\n")
+    fake_bin("sinfo", "echo 'idle|0/8/0/8|gpu:4|gpu:0|0|16000||node1|gpu'\n")
     fake_bin("squeue", "exec sleep 600\n")
     bin_dir = fake_bin("sdiag", "echo 'Server thread count: 3'\n")
     collectors = [make_collector(cls, bin_dir=str(bin_dir), command_timeout=1.0, first_collection_wait=3.0)

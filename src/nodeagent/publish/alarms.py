@@ -158,10 +158,10 @@ class AlarmBuilder:
                     comparison="LessThanThreshold")
 
     def nodes_down(self, key: str) -> None:
-        down = self.published.get(cat_slurm.NODES["down"])
+        down = self.published.get(cat_slurm.CLUSTER_NODES["down"])
         description = "Slurm nodes down for 10 minutes"
-        if self.published.has(cat_slurm.NODES["not_responding"]):
-            not_resp = self.published.get(cat_slurm.NODES["not_responding"])
+        if self.published.has(cat_slurm.CLUSTER_NODES["not_responding"]):
+            not_resp = self.published.get(cat_slurm.CLUSTER_NODES["not_responding"])
             self.math(key, description + " or not responding.", "down + nresp", "down or not responding",
                       {"down": (down, {}, "Minimum"), "nresp": (not_resp, {}, "Minimum")},
                       period=300, evaluation=2, threshold=0, comparison="GreaterThanThreshold")

@@ -255,7 +255,7 @@ def build_advanced(published: Published, region: str, logs: LogSources, skipped:
     basic, advanced = dashboard_names(published.cluster)
     b = _Builder(advanced, published, region, skipped)
     _header(b, published.cluster, "Slurm and GPU health", basic)
-    n = cat_slurm.NODES
+    n = cat_slurm.CLUSTER_NODES
     q = cat_slurm.QUEUE
 
     def cluster_line(spec: MetricSpec, label: str, **kw: Any) -> Metric:

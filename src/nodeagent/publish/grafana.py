@@ -153,8 +153,14 @@ def _query_var(name: str, label: str, metric: str, label_name: str, regex: str =
             "refresh": 2, "regex": regex, "sort": 1, "options": []}
 
 
+def _jobs(name: str) -> str:
+    """Jobs in a state whatever slurm.naming says: SckyzO's families have a
+    series per user and partition, and none when no job is in that state."""
+    return f"sum({m(name)}) or vector(0)"
+
+
 def _node_utilisation() -> str:
-    n = s.NODES
+    n = s.CLUSTER_NODES
     up = (f"{m(n['total'].name)} - {m(n['powered_down'].name)} - {m(n['powering_up'].name)} "
           f"- {m(n['powering_down'].name)}")
     return f"100 * ({m(n['alloc'].name)} + {m(n['mix'].name)}) / clamp_min({up}, 1)"
@@ -162,7 +168,7 @@ def _node_utilisation() -> str:
 
 # ---- cluster overview ------------------------------------------------------------------
 def overview() -> Dashboard:
-    n, q = s.NODES, s.QUEUE
+    n, q = s.CLUSTER_NODES, s.QUEUE
     d = Dashboard(
         "nodeagent-overview", "nodeagent: cluster overview",
         "Slurm, nodes and GPUs of a ParallelCluster cluster, from nodeagent (ports 9100, 9400, 9341).",
@@ -172,7 +178,7 @@ def overview() -> Dashboard:
     d.rows.append(("Slurm", [
         Panel("Nodes by state", [(m(n[k].name), k) for k in ("alloc", "mix", "idle", "drain", "down")]
               + [(m(n["powered_down"].name), "powered down")], stacked=True),
-        Panel("Jobs", [(m(q["running"].name), "running"), (m(q["pending"].name), "pending")]),
+        Panel("Jobs", [(_jobs(q["running"].name), "running"), (_jobs(q["pending"].name), "pending")]),
         Panel("Node utilisation (allocated or mixed / powered-up nodes)", [(_node_utilisation(), "utilisation")],
               unit="percent", max=100),
         Panel("GPUs: allocated by Slurm, idle on the GPU", [
@@ -286,7 +292,9 @@ def gpu_nodes() -> Dashboard:
 
 # ---- Slurm -----------------------------------------------------------------------------
 def slurm() -> Dashboard:
-    n, q, pn, pj = s.NODES, s.QUEUE, s.PARTITION_NODES, s.PARTITION_JOBS
+    # mode-independent families: each node once, jobs summed over the labels
+    # slurm.naming adds (SckyzO's user, partition, reason)
+    n, q, pn, pj = s.CLUSTER_NODES, s.QUEUE, s.PARTITION_NODES, s.PARTITION_JOBS
     d = Dashboard(
         "nodeagent-slurm", "nodeagent: Slurm",
         "Slurm from nodeagent's head role (port 9341); ParallelCluster's powered-down cloud nodes are counted apart.",
@@ -309,7 +317,7 @@ def slurm() -> Dashboard:
                        (m(s.GPUS_TOTAL.name), "total")]),
     ]))
     d.rows.append(("Jobs", [
-        Panel("Jobs by state", [(m(q[k].name), k) for k in ("running", "pending", "completing", "suspended")],
+        Panel("Jobs by state", [(_jobs(q[k].name), k) for k in ("running", "pending", "completing", "suspended")],
               width=12),
         Panel("Pending jobs by reason", [(m(s.QUEUE_PENDING_REASON.name), "{{reason}}")], stacked=True, width=12),
     ]))
@@ -337,6 +345,13 @@ def slurm() -> Dashboard:
                                               (m(sched["threads"].name), "threads"),
                                               (m(sched["dbd_queue_size"].name), "DBD agent queue")]),
         Panel("Slurm command time", [(m(s.COMMAND_DURATION.name), "{{command}}")], unit="s"),
+    ]))
+    d.rows.append(("Slurm health", [
+        Panel("Last poll succeeded (1) or failed (0)", [(m(s.UP.name), "{{command}}")], max=1,
+              description="nodeagent_slurm_up: 0 while slurmctld does not answer that command."),
+        Panel("Failed polls per 10 min", [(f"increase({m(s.POLL_FAILURES.name)}[10m])", "{{command}}")]),
+        Panel("Age of the data", [(m(s.DATA_AGE.name), "{{command}}")], unit="s",
+              description="Last good values are served for slurm.serve_stale after a failed poll, then withdrawn."),
     ]))
     return d
 

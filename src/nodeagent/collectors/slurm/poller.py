@@ -2,9 +2,14 @@
 background thread every slurm.interval seconds, never once per scrape, and
 collect() serves the last complete snapshot at once.
 
-collect() raises while the last poll failed (slurmctld down, a command that
-timed out or exited non-zero), so the supervisor reports the collector's
-success as 0; the other Slurm collectors keep serving. A failure is logged
+When a poll fails (slurmctld down, a command that timed out or exited
+non-zero), collect() keeps serving the last good snapshot for
+slurm.serve_stale seconds after the first failed poll (default: two
+slurm.interval), then raises, so the data is withdrawn and the supervisor
+reports the collector's success as 0; the other Slurm collectors keep
+serving. Slurm's health stays visible all along in the slurm_health
+collector's families (nodeagent_slurm_up, nodeagent_slurm_poll_failures_total,
+nodeagent_slurm_data_age_seconds), read from health(). A failure is logged
 when the state changes (ok -> failing, failing -> ok), not once per interval.
 
 The pollers of one agent start together, on the first collect() of any of
@@ -80,6 +85,10 @@ class CommonStart:
         with self._lock:
             self._pollers.append(poller)
 
+    def pollers(self) -> list[PolledSlurmCollector]:
+        with self._lock:
+            return list(self._pollers)
+
     def start(self) -> float:
         """Start every poller (the first call only); the common deadline
         (time.monotonic()) for their first collections."""
@@ -101,6 +110,18 @@ class Snapshot:
     duration: float
 
 
+@dataclass(frozen=True)
+class Health:
+    """A poller's state for the slurm_health collector."""
+
+    command: str
+    collector: str
+    up: bool | None  # None: no poll finished yet
+    failures: int
+    age: float | None  # seconds since the data served was collected; None: none yet
+    duration: float | None  # of the last poll, successful or not
+
+
 class PolledSlurmCollector(Collector):
     """Base class: subclasses set `command` and implement poll()."""
 
@@ -114,6 +135,9 @@ class PolledSlurmCollector(Collector):
         self._snapshot: Snapshot | None = None
         self._error: BaseException | None = None
         self._failure_kind: str | None = None
+        self._failures = 0
+        self._failing_since: float | None = None  # monotonic time of the first failed poll in a row
+        self._last_duration: float | None = None
         self._first = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,6 +146,11 @@ class PolledSlurmCollector(Collector):
         self._common.add(self)
 
     # ---- what subclasses implement ------------------------------------------
+    @property
+    def active(self) -> bool:
+        """False when the settings leave this collector nothing to do."""
+        return True
+
     def poll(self) -> list[MetricFamily]:
         """Run the command(s) and return the families; raise on failure."""
         raise NotImplementedError
@@ -135,9 +164,10 @@ class PolledSlurmCollector(Collector):
             families = self.poll()
         except Exception as e:
             if not self._stop.is_set():  # a command killed by close() is no failure to report
+                self._last_duration = self.host.monotonic() - started
                 self._record_failure(e)
         else:
-            duration = self.host.monotonic() - started
+            duration = self._last_duration = self.host.monotonic() - started
             timestamp = self.host.time()
             dur = cat.COMMAND_DURATION.family()
             dur.add((self.command,), duration)
@@ -147,6 +177,7 @@ class PolledSlurmCollector(Collector):
             with self._lock:
                 self._snapshot = snap
                 self._error = None
+                self._failing_since = None
                 previous, self._failure_kind = self._failure_kind, None
             if previous is not None:
                 log.info("slurm_collection_recovered", collector=self.name, command=self.command)
@@ -160,6 +191,9 @@ class PolledSlurmCollector(Collector):
             kind += f":{error.returncode}"
         with self._lock:
             self._error = error
+            self._failures += 1
+            if self._failing_since is None:
+                self._failing_since = self.host.monotonic()
             previous, self._failure_kind = self._failure_kind, kind
         # once when it starts failing; a dead slurmctld may alternate between
         # "exited with 1" and a timeout, which is no news
@@ -174,6 +208,9 @@ class PolledSlurmCollector(Collector):
 
     # ---- background loop ------------------------------------------------------
     def start(self) -> None:
+        if not self.active:
+            self._first.set()
+            return
         with self._lock:
             if self._thread is not None or self._stop.is_set():
                 return
@@ -195,18 +232,40 @@ class PolledSlurmCollector(Collector):
             self._stop.wait(max(interval - elapsed, 0.0))
 
     def collect(self) -> list[MetricFamily]:
+        if not self.active:
+            return []
         deadline = self._common.start()
         self.start()
         if not self._first.wait(max(deadline - time.monotonic(), 0.0)):
             raise SlurmUnavailable(f"{self.command}: no collection finished yet")
         with self._lock:
             snap, error = self._snapshot, self._error
-        if error is not None:
+        # the last good values while Slurm has been failing for at most serve_stale
+        if error is not None and (snap is None or self._withdrawn()):
             raise SlurmUnavailable(f"{self.command}: {error}") from error
         if snap is None:  # pragma: no cover - _first is set only after a success or a failure
             raise SlurmUnavailable(f"{self.command}: no data")
         # shared with every scrape: merge_families copies before it adds to a family
         return list(snap.families)
+
+    def wait_first(self) -> None:
+        """Start the pollers and wait (against the common deadline) for this
+        one's first collection."""
+        deadline = self._common.start()
+        self._first.wait(max(deadline - time.monotonic(), 0.0))
+
+    def health(self) -> Health:
+        with self._lock:
+            snap, error, failures, duration = self._snapshot, self._error, self._failures, self._last_duration
+        ran = self._first.is_set()
+        # the age of the last good poll, served or already withdrawn: it keeps growing while Slurm is down
+        age = None if snap is None else max(self.host.time() - snap.timestamp, 0.0)
+        return Health(self.command, self.name, (error is None) if ran else None, failures, age, duration)
+
+    def _withdrawn(self) -> bool:
+        """Failing for longer than slurm.serve_stale: the last good values are no longer served."""
+        since = self._failing_since
+        return since is not None and self.host.monotonic() - since > self.settings.stale_after
 
     def close(self) -> None:
         self._stop.set()

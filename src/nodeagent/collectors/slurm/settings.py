@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-from nodeagent.settings import check_interval, check_timeout
+from nodeagent.settings import MAX_INTERVAL, check_interval, check_range, check_timeout
 
 
 def _check_bin_dir(value: object) -> str | None:
@@ -22,6 +23,12 @@ def _check_slurm_conf(value: object) -> str | None:
 def _check_label_cap(value: object) -> str | None:
     if isinstance(value, int) and not 1 <= value <= 10000:
         return f"must be from 1 to 10000, got {value!r}"
+    return None
+
+
+def _check_max_nodes(value: object) -> str | None:
+    if isinstance(value, int) and not 0 <= value <= 1_000_000:
+        return f"must be from 0 (no per-node series) to 1000000, got {value!r}"
     return None
 
 
@@ -58,3 +65,27 @@ class SlurmSettings:
     # and the user rows with the lowest factor. Either way the values left out
     # are counted in nodeagent_slurm_label_overflow
     max_label_values: int = field(default=100, metadata={"check": _check_label_cap})
+    # which Slurm exporter's names, types and labels :9341 serves: "sckyzo"
+    # (SckyzO/slurm_exporter v1.8, the maintained one) or "vpenso"
+    # (vpenso/prometheus-slurm-exporter 0.20, archived); nodeagent's own
+    # families (power states, pending reasons, fairshare levels, health) are
+    # served under their own names either way
+    naming: Literal["sckyzo", "vpenso"] = "sckyzo"
+    # how idle CPUs and GPUs of powered-down or powering cloud nodes count in
+    # slurm_cpus_idle / slurm_gpus_idle (and their per-partition forms):
+    # "idle" as sinfo %C and both exporters count them, or "other" (capacity
+    # not usable now). slurm_cpus_idle_usable and CloudWatch's CpusIdle /
+    # GpusIdle count usable capacity only, whatever this says
+    powered_down_idle: Literal["idle", "other"] = "idle"
+    # while Slurm does not answer, the last good values are served for this
+    # many seconds after the failed poll, then withdrawn (health families stay);
+    # null: two slurm.interval
+    serve_stale: float | None = field(default=None, metadata={"check": check_range(0, MAX_INTERVAL, unit="seconds")})
+    # per-node series (slurm_node_*, one per node and partition) are served
+    # only while the cluster has at most this many nodes; 0 turns them off
+    max_nodes: int = field(default=4096, metadata={"check": _check_max_nodes})
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds the last good values outlive a failed poll."""
+        return 2 * self.interval if self.serve_stale is None else self.serve_stale

@@ -1,9 +1,11 @@
 """Jobs from squeue: by state, pending reason and partition; per user and
-account when enabled. Parsed as a stream and aggregated as it is read.
+account when enabled; with slurm.naming: sckyzo, SckyzO's slurm_queue_* per
+user and partition (pending jobs per reason too), slurm_cores_* and the
+slurm_jobs_* totals. Parsed as a stream and aggregated as it is read.
 
 The format is chosen so that nothing a user controls can shift a field:
 
-    squeue -h -a -r [-t all] -O Reason:40[,UserName:32,Account:48],
+    squeue -h -a -r [-t all] -O Reason:40[,UserName:64][,Account:256],
         StateCompact:|,NumCPUs:|[,NumNodes:|,NumTasks:|,tres-per-node:|,
         tres-per-job:|,tres-per-task:|],Partition:0
 
@@ -13,7 +15,11 @@ The format is chosen so that nothing a user controls can shift a field:
   quotes or 10 KB of text inside them stay inside their bytes. The account is
   free text (`sbatch --account` is not checked without accounting
   enforcement), and the pending reason can quote it ("Job's account not
-  permitted to use this partition (... not <account>)").
+  permitted to use this partition (... not <account>)"). User names up to 64
+  bytes and accounts up to 256 bytes are read whole (squeue itself cuts
+  longer ones); a label keeps at most 48 bytes of them and ends a longer
+  value in a hash of the whole (labels.bounded), so two users or accounts
+  never share a series.
 - The rest are fields Slurm itself produces or validates (state, numbers,
   GRES requests), separated by `|`, and the partition list (admin-defined
   names) comes last, so a `|` in a partition name cannot shift a field either.
@@ -39,6 +45,7 @@ import structlog
 
 from nodeagent.catalogue import slurm as cat
 from nodeagent.collectors.slurm.gres import gpu_count
+from nodeagent.collectors.slurm.labels import bounded
 from nodeagent.collectors.slurm.poller import PolledSlurmCollector
 from nodeagent.collectors.slurm.runner import SlurmRunner
 from nodeagent.collectors.slurm.settings import SlurmSettings
@@ -49,8 +56,8 @@ from nodeagent.registry import CollectorContext, register
 log = structlog.get_logger("nodeagent.slurm.squeue")
 
 REASON_WIDTH = 40
-USER_WIDTH = 32
-ACCOUNT_WIDTH = 48
+USER_WIDTH = 64
+ACCOUNT_WIDTH = 256
 # longer than any record squeue prints for this format (the partition list is
 # the only field without a width); more without a record boundary is garbage
 MAX_RECORD = 1 << 20
@@ -71,6 +78,8 @@ STATES = {
     "PR": "preempted",
     "NF": "node_fail",
 }
+# compact states of the job states both exporters name
+EXPORTER_STATES = frozenset(k for k, v in STATES.items() if v in cat.EXPORTER_JOB_STATES)
 # states of jobs that are over (not in slurm_queue_total)
 FINISHED = frozenset({"CA", "CD", "F", "TO", "PR", "NF", "BF", "DL", "OOM", "RV"})
 
@@ -79,11 +88,20 @@ FINISHED = frozenset({"CA", "CD", "F", "TO", "PR", "NF", "BF", "DL", "OOM", "RV"
 class SqueueFormat:
     """Which fields are requested, and where each one sits in a record."""
 
-    owners: bool = False  # user and account (per-user / per-account series)
+    owners: bool = False  # user, account and GPUs (per-user / per-account series)
+    user: bool = False  # the user alone (SckyzO's slurm_queue_* labels)
+
+    @classmethod
+    def for_settings(cls, settings: SlurmSettings) -> SqueueFormat:
+        return cls(owners=settings.per_user or settings.per_account, user=settings.naming == "sckyzo")
+
+    @property
+    def has_user(self) -> bool:
+        return self.owners or self.user
 
     @property
     def fixed_width(self) -> int:
-        return REASON_WIDTH + (USER_WIDTH + ACCOUNT_WIDTH if self.owners else 0)
+        return REASON_WIDTH + (USER_WIDTH if self.has_user else 0) + (ACCOUNT_WIDTH if self.owners else 0)
 
     @property
     def delimited(self) -> int:
@@ -92,8 +110,10 @@ class SqueueFormat:
 
     def option(self) -> str:
         fields = [f"Reason:{REASON_WIDTH}"]
+        if self.has_user:
+            fields.append(f"UserName:{USER_WIDTH}")
         if self.owners:
-            fields += [f"UserName:{USER_WIDTH}", f"Account:{ACCOUNT_WIDTH}"]
+            fields.append(f"Account:{ACCOUNT_WIDTH}")
         fields += ["StateCompact:|", "NumCPUs:|"]
         if self.owners:
             fields += ["NumNodes:|", "NumTasks:|", "tres-per-node:|", "tres-per-job:|", "tres-per-task:|"]
@@ -179,9 +199,10 @@ def decode_record(record: bytes, fmt: SqueueFormat) -> Job:
         raise ValueError("short record")
     reason = normalise_reason(record[:REASON_WIDTH])
     user = account = NONE
+    if fmt.has_user:
+        user = bounded(_clean(record[REASON_WIDTH : REASON_WIDTH + USER_WIDTH]))
     if fmt.owners:
-        user = _clean(record[REASON_WIDTH : REASON_WIDTH + USER_WIDTH])
-        account = _clean(record[REASON_WIDTH + USER_WIDTH : fixed])
+        account = bounded(_clean(record[REASON_WIDTH + USER_WIDTH : fixed]))
     rest = record[fixed:-1].decode("utf-8", errors="replace").split("|", fmt.delimited)
     if len(rest) != fmt.delimited + 1:
         raise ValueError("wrong number of fields")
@@ -218,6 +239,9 @@ class QueueResult:
     cpus_running: int = 0
     users: dict[str, Counter[str]] = field(default_factory=dict)
     accounts: dict[str, Counter[str]] = field(default_factory=dict)
+    # SckyzO's view: (state key, user, partition list as squeue prints it,
+    # reason or "") -> [jobs, CPUs]; every job in exactly one entry
+    by_user: dict[tuple[str, str, str, str], list[int]] = field(default_factory=dict)
     overflow: dict[str, int] = field(default_factory=dict)
     jobs: int = 0
     malformed: int = 0
@@ -257,8 +281,9 @@ def aggregate(
     reason_map, res.overflow["reason"] = _cap(reason_totals, max_label_values)
     user_map: dict[str, str] = {}
     account_map: dict[str, str] = {}
-    if fmt.owners:
+    if fmt.has_user:
         user_map, res.overflow["user"] = _cap(user_totals, max_label_values)
+    if fmt.owners:
         account_map, res.overflow["account"] = _cap(account_totals, max_label_values)
     for name in partitions:
         res.partition_states.setdefault(name, Counter())
@@ -274,6 +299,16 @@ def aggregate(
             res.cpus_pending += job.cpus * n
         elif job.state == "R":
             res.cpus_running += job.cpus * n
+        if fmt.has_user and job.state in EXPORTER_STATES:
+            view = (
+                STATES[job.state],
+                user_map.get(job.user, OTHER),
+                ",".join(job.partitions),
+                reason if pending else "",
+            )
+            entry = res.by_user.setdefault(view, [0, 0])
+            entry[0] += n
+            entry[1] += job.cpus * n
         for part in job.partitions:
             pc = res.partition_states.setdefault(part, Counter())
             for key in keys:
@@ -298,10 +333,38 @@ def aggregate(
     return res
 
 
+def _sckyzo_queue(res: QueueResult) -> list[MetricFamily]:
+    """SckyzO's slurm_queue_* and slurm_cores_* per user and partition (and
+    reason), and its slurm_jobs_* totals."""
+    families: list[MetricFamily] = []
+    for key in cat.EXPORTER_JOB_STATES:
+        jobs, cores = cat.QUEUE[key].family(), cat.CORES[key].family()
+        for (state, user, partitions, reason), (n, cpus) in sorted(res.by_user.items()):
+            if state == key:
+                labels = (user, partitions, reason) if key == "pending" else (user, partitions)
+                jobs.add(labels, n)
+                cores.add(labels, cpus)
+        families += [jobs, cores]
+        total = cat.JOBS[key].family()
+        total.add_unlabelled(res.states.get(key, 0))
+        families.append(total)
+    for spec, value in ((cat.JOBS_CORES_RUNNING, res.cpus_running), (cat.JOBS_CORES_PENDING, res.cpus_pending)):
+        fam = spec.family()
+        fam.add_unlabelled(value)
+        families.append(fam)
+    return families
+
+
 def queue_families(res: QueueResult, settings: SlurmSettings) -> list[MetricFamily]:
     families: list[MetricFamily] = []
+    sckyzo = settings.naming == "sckyzo"
+    if sckyzo:
+        families += _sckyzo_queue(res)
     for key, spec in cat.QUEUE.items():
-        fam = spec.family()
+        exporter = key in cat.EXPORTER_JOB_STATES
+        if exporter and sckyzo:
+            continue
+        fam = spec.family(labels=()) if exporter else spec.family()
         fam.add_unlabelled(res.states.get(key, 0))
         families.append(fam)
     fam = cat.QUEUE_PENDING_REASON.family()
@@ -376,7 +439,7 @@ class SqueueCollector(PolledSlurmCollector):
 
     def poll(self) -> list[MetricFamily]:
         settings = self.settings
-        fmt = SqueueFormat(owners=settings.per_user or settings.per_account)
+        fmt = SqueueFormat.for_settings(settings)
         counter = RecordCounter(fmt.fixed_width)
         self.runner.stream(fmt.args(settings.finished_jobs), counter.feed)
         counts = counter.finish()

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field
 
 from nodeagent.catalogue import slurm as cat
+from nodeagent.collectors.slurm.labels import bounded
 from nodeagent.collectors.slurm.poller import PolledSlurmCollector
 from nodeagent.model import MetricFamily
 from nodeagent.registry import register
@@ -47,7 +48,8 @@ def _number(text: str, allow_inf: bool = False) -> float | None:
 @dataclass
 class ShareResult:
     accounts: dict[str, dict[str, float]] = field(default_factory=dict)
-    users: dict[tuple[str, str], float] = field(default_factory=dict)
+    users: dict[tuple[str, str], float] = field(default_factory=dict)  # FairShare factor
+    user_shares: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)  # the other columns
     malformed: int = 0
     overflow: dict[str, int] = field(default_factory=dict)
 
@@ -55,6 +57,7 @@ class ShareResult:
 def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False) -> ShareResult:
     res = ShareResult()
     users: dict[tuple[str, str], float] = {}
+    shares: dict[tuple[str, str], dict[str, float]] = {}
     for line in text.splitlines():
         if not line.strip():
             continue
@@ -65,8 +68,8 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
         numbers = [_number(p) for p in parts[: len(_FIELDS) - 1]]
         numbers.append(_number(parts[len(_FIELDS) - 1], allow_inf=True))  # LevelFS: inf = no usage
         values = dict(zip(_FIELDS, numbers, strict=True))
-        user = parts[-2].strip()
-        account = parts[-1].strip()
+        user = bounded(parts[-2].strip())
+        account = bounded(parts[-1].strip())
         if not account:
             res.malformed += 1
             continue
@@ -74,6 +77,7 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
             fs = values["fairshare"]
             if per_user and fs is not None:
                 users[(account, user)] = fs
+                shares[(account, user)] = {k: v for k, v in values.items() if v is not None and k != "level_fs"}
             continue
         res.accounts[account] = {k: v for k, v in values.items() if v is not None}
     if any("fairshare" in v for v in res.accounts.values()):
@@ -93,10 +97,11 @@ def parse_sshare(text: str, max_label_values: int = 100, per_user: bool = False)
             res.overflow["user"] = len(users) - max_label_values
             users = {k: users[k] for k in ranked_rows[:max_label_values]}
         res.users = users
+        res.user_shares = {k: shares[k] for k in users}
     return res
 
 
-def sshare_families(res: ShareResult) -> list[MetricFamily]:
+def sshare_families(res: ShareResult, naming: str = "sckyzo") -> list[MetricFamily]:
     if not res.accounts and not res.users and not res.malformed:
         return []  # no accounting: nothing to report
     families: list[MetricFamily] = []
@@ -119,6 +124,15 @@ def sshare_families(res: ShareResult) -> list[MetricFamily]:
         for account, user in sorted(res.users):
             fam.add((account, user), res.users[(account, user)])
         families.append(fam)
+        if naming == "sckyzo":
+            for key, spec in cat.USER_FAIRSHARE_SHARES.items():
+                fam = spec.family()
+                column = key.removesuffix("_cpu_seconds")
+                for row in sorted(res.user_shares):
+                    value = res.user_shares[row].get(column)
+                    if value is not None:
+                        fam.add(row, value)
+                families.append(fam)
     if res.overflow:
         fam = cat.LABEL_OVERFLOW.family()
         for label in sorted(res.overflow):
@@ -141,4 +155,4 @@ class SshareCollector(PolledSlurmCollector):
     def poll(self) -> list[MetricFamily]:
         out = self.runner.run(SSHARE_ARGS).stdout
         res = parse_sshare(out, self.settings.max_label_values, self.settings.per_user)
-        return sshare_families(res)
+        return sshare_families(res, self.settings.naming)
