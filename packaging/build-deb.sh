@@ -64,7 +64,7 @@ src=$work/nodeagent-$version
 rm -rf "$work"
 mkdir -p "$src"
 tar -C "$repo" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    -cf - pyproject.toml README.md src systemd docs/metrics.md config/nodeagent.example.yaml config/grafana \
+    -cf - pyproject.toml README.md src systemd docs/metrics.md config/nodeagent.example.yaml config/grafana config/prometheus \
     | tar -C "$src" -xf -
 cp -a "$repo/packaging/debian" "$src/debian"
 cp "$repo/packaging/requirements.lock" "$src/requirements.lock"

@@ -78,8 +78,8 @@ DOC = "/usr/share/doc/nodeagent"
 
 
 def test_docs_in_usr_share_doc(deb: Path) -> None:
-    """The example config, the metrics catalogue and the Grafana dashboards,
-    as they are in the repository (the dashboards and the example
+    """The example config, the metrics catalogue, the Grafana dashboards and
+    the Prometheus alerting rules, as they are in the repository (the dashboards and the example
     uncompressed, to be imported or copied as they are)."""
     paths = deb_paths(deb)
     dashboards = sorted(p.name for p in (REPO / "config/grafana").glob("*.json"))
@@ -91,6 +91,9 @@ def test_docs_in_usr_share_doc(deb: Path) -> None:
         assert deb_file(deb, f"{DOC}/examples/grafana/{name}") == (REPO / "config/grafana" / name).read_bytes()
     assert deb_file(deb, f"{DOC}/examples/nodeagent.example.yaml") == (
         REPO / "config/nodeagent.example.yaml").read_bytes()
+    # the Prometheus alerting rules, beside the dashboards
+    assert deb_file(deb, f"{DOC}/examples/prometheus/nodeagent-alerts.yaml") == (
+        REPO / "config/prometheus/nodeagent-alerts.yaml").read_bytes()
     assert gzip.decompress(deb_file(deb, f"{DOC}/metrics.md.gz")) == (REPO / "docs/metrics.md").read_bytes()
     assert deb_file(deb, "/usr/share/nodeagent/config.yaml") == (
         REPO / "src/nodeagent/data/config.yaml").read_bytes()

@@ -261,7 +261,7 @@ def test_package_docs_are_listed_and_staged() -> None:
     listed = []
     for name in ("nodeagent.docs", "nodeagent.examples"):
         listed += (PACKAGING / "debian" / name).read_text(encoding="utf-8").split()
-    assert set(listed) == {"docs/metrics.md", "config/nodeagent.example.yaml", "config/grafana"}
+    assert set(listed) == {"docs/metrics.md", "config/nodeagent.example.yaml", "config/grafana", "config/prometheus"}
     build = (PACKAGING / "build-deb.sh").read_text(encoding="utf-8")
     staged = re.search(r"-cf - ([^|]*)\|", build.replace("\\\n", " "))
     assert staged is not None
