@@ -125,7 +125,8 @@ def test_disable_defaults_turns_off_the_host_defaults_only():
     from nodeagent.config import enabled_collectors
 
     assert enabled_collectors(cfg, "compute") == ["cpu", "gpu", "gpu_status", "loadavg", "meminfo"]
-    assert enabled_collectors(cfg, "head") == ["cpu", "loadavg", "meminfo", "sdiag", "sinfo", "squeue", "sshare"]
+    assert enabled_collectors(cfg, "head") == ["cpu", "loadavg", "meminfo", "scontrol", "sdiag", "sinfo",
+                                              "slurm_health", "squeue", "sshare"]
     assert cfg.flag_keys["collector:diskstats"] == "--collector.disable-defaults"
     assert cfg.flag_keys["collector:cpu"] == "--collector.cpu"
 
