@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
-import time
-import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+
+from bench_squeue import peak_memory, timed  # noqa: E402  (the same timing helpers)
 
 from nodeagent.collectors.slurm.sdiag import parse_sdiag, sdiag_families  # noqa: E402
 from nodeagent.collectors.slurm.settings import SlurmSettings  # noqa: E402
@@ -111,24 +109,6 @@ def one_poll(sinfo_text: str, squeue_bytes: bytes, sdiag_text: str, settings: Sl
     return families + sdiag_families(parse_sdiag(sdiag_text), settings)
 
 
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, result = [], None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
-
-
-def peak(fn: Callable[[], Any]) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nodes", type=int, default=1000)
@@ -155,8 +135,8 @@ def main() -> int:
         t_render, text = timed(lambda m=merged: render(m), args.repeat)
         series = sum(len(f.samples) for f in merged)
         node_series = sum(len(f.samples) for f in merged if f.name.startswith("slurm_node_"))
-        mem_sinfo = peak(lambda s=settings: render(sinfo_poll(sinfo_text, s)))
-        mem_squeue = peak(lambda s=settings, q=squeue_bytes: render(squeue_poll(q, s)))
+        mem_sinfo = peak_memory(lambda s=settings: render(sinfo_poll(sinfo_text, s)))
+        mem_squeue = peak_memory(lambda s=settings, q=squeue_bytes: render(squeue_poll(q, s)))
         label = f"{naming}, per_user/per_account {'on ' if owners else 'off'}, max_nodes {max_nodes}"
         out_mib = len(squeue_bytes) / 2**20
         print(f"  {label}:\n    sinfo {t_sinfo * 1000:.1f} ms (peak {peak_mib(mem_sinfo)}), "
