@@ -138,3 +138,18 @@ def test_a_profiling_source_that_hung_is_retried_with_backoff(rig) -> None:
     r.sampler.trigger()
     assert r.sampler.wait_cycles(4, 5)
     assert value(r.text(), "DCGM_FI_PROF_SM_ACTIVE", gpu="3") is not None
+
+
+def test_a_field_still_unsupported_at_the_reprobe_is_not_logged_again(rig) -> None:
+    import structlog
+
+    r = rig("p5-8xh100", reprobe_interval=300)
+    with structlog.testing.capture_logs() as first:
+        r.cycle()
+    # H100s have no retired pages (row remapping instead): logged once, for all GPUs
+    assert any(e["event"] == "gpu_field_unsupported" and e["field"] == "DCGM_FI_DEV_RETIRED_SBE" for e in first)
+    r.clock.advance(301)
+    with structlog.testing.capture_logs() as again:
+        r.cycle()  # asked again: still unsupported, nothing new to say
+    assert [e for e in again if e["event"] == "gpu_field_unsupported"] == []
+    assert r.fake.calls[("nvmlDeviceGetFieldValues", 0)] == 2

@@ -70,6 +70,9 @@ class NvidiaSource:
         self.mig_readers = [r for r in self.readers if r.mig]
         self._unsupported: dict[tuple[int, int | None], set[str]] = {}
         self._new_unsupported: dict[tuple[str, str], list[str]] = {}
+        # (gpu, gi, field) logged as unsupported: a re-probe that finds it still
+        # unsupported says nothing; one that finds it answering forgets it
+        self._logged_unsupported: set[tuple[int, int | None, str]] = set()
         self._reprobe_at = clock() + reprobe_interval
         self._errors: dict[tuple[int, str], str] = {}
         # (gpu, gi) -> reader key -> (read at, values), for readers read every N seconds
@@ -182,7 +185,7 @@ class NvidiaSource:
         if now >= self._reprobe_at:
             self._reprobe_at = now + self.reprobe_interval
             if self._unsupported:
-                log.info("gpu_unsupported_reprobe", fields=sum(len(s) for s in self._unsupported.values()))
+                log.debug("gpu_unsupported_reprobe", fields=sum(len(s) for s in self._unsupported.values()))
             self._unsupported.clear()
 
     def end_cycle(self) -> None:
@@ -194,13 +197,16 @@ class NvidiaSource:
         return self._unsupported.setdefault((gpu, gi), set())
 
     def _mark_unsupported(self, gpu: int, gi: int | None, fields: tuple[str, ...], error: Exception) -> None:
-        """Remember NOT_SUPPORTED; logged once per field at the end of the cycle."""
+        """Remember NOT_SUPPORTED; logged once per field at the end of the cycle,
+        not again when a re-probe finds it still unsupported."""
         unsupported = self.unsupported(gpu, gi)
         where = str(gpu) if gi is None else f"{gpu}.{gi}"
         for name in fields:
             if name not in unsupported:
                 unsupported.add(name)
-                self._new_unsupported.setdefault((name, str(error)), []).append(where)
+                if (gpu, gi, name) not in self._logged_unsupported:
+                    self._logged_unsupported.add((gpu, gi, name))
+                    self._new_unsupported.setdefault((name, str(error)), []).append(where)
 
     def transient(self, gpu: int, key: str, error: BaseException) -> None:
         """A failed read, logged when its error changes."""
@@ -263,6 +269,7 @@ class NvidiaSource:
                     self.transient(gpu, f"{key}:{name}", value)
                 continue
             got[name] = value
+            self._logged_unsupported.discard((gpu, gi, name))
         return got
 
     def processes(self, api: NvmlApi, gpu: DiscoveredGpu) -> list[GpuProcess] | None:
@@ -286,6 +293,7 @@ class NvidiaSource:
             self.transient(gpu.index, PROCESSES, e)
             return None
         self._errors.pop((gpu.index, PROCESSES), None)
+        self._logged_unsupported.discard((gpu.index, None, PROCESSES))
         out: list[GpuProcess] = []
         for p in procs:
             gi = getattr(p, "gpuInstanceId", None)
